@@ -1,0 +1,174 @@
+//! Shared test helpers: one device, readback, comparisons, finite differences.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use kiln::runtime::{DType, Dispatch, Gpu, GpuOptions, LimitsPolicy, Tensor};
+pub use kiln::util::Rng;
+
+/// The shared test device: `KILN_BACKEND` / `KILN_ADAPTER` apply; limits are
+/// WebGPU's defaults. Panics with instructions when there is no adapter.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let mut opts = GpuOptions::from_env().expect("bad KILN_* environment");
+        opts.limits = LimitsPolicy::WebGpuDefault;
+        match pollster::block_on(Gpu::new(opts)) {
+            Ok(g) => {
+                eprintln!("kernel tests on: {}", g.describe());
+                g
+            }
+            Err(e) => panic!(
+                "kernel tests need a GPU adapter and none could be opened: {e:#}\n\
+                 On a machine without a GPU: apt-get install -y mesa-vulkan-drivers (lavapipe)."
+            ),
+        }
+    })
+}
+
+pub fn upload(shape: &[usize], data: &[f32]) -> Tensor {
+    gpu().upload_f32(shape, data).expect("upload")
+}
+
+pub fn upload_i32(shape: &[usize], data: &[i32]) -> Tensor {
+    gpu().upload_i32(shape, data).expect("upload")
+}
+
+/// A tensor filled with NaN so a kernel that skips an element is caught.
+pub fn poisoned(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    upload(shape, &vec![f32::NAN; n])
+}
+
+pub fn empty(shape: &[usize]) -> Tensor {
+    gpu().empty(shape, DType::F32).expect("alloc")
+}
+
+pub fn run(d: &Dispatch) {
+    gpu().submit(&[d]);
+}
+
+pub fn run_all(ds: &[Dispatch]) {
+    let refs: Vec<&Dispatch> = ds.iter().collect();
+    gpu().submit(&refs);
+}
+
+pub fn read(t: &Tensor) -> Vec<f32> {
+    pollster::block_on(t.read_f32(gpu())).expect("readback")
+}
+
+pub fn read_i32(t: &Tensor) -> Vec<i32> {
+    pollster::block_on(t.read_i32(gpu())).expect("readback")
+}
+
+/// Random values in [-1, 1).
+pub fn rand_vec(rng: &mut Rng, n: usize) -> Vec<f32> {
+    rng.vec_uniform(n, -1.0, 1.0)
+}
+
+/// Largest |got - want| and where; NaN anywhere counts as infinite error.
+pub fn max_abs_err(got: &[f32], want: &[f32]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let mut worst = (0.0f64, 0usize);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let e = (*g as f64 - *w as f64).abs();
+        let e = if e.is_nan() { f64::INFINITY } else { e };
+        if e > worst.0 {
+            worst = (e, i);
+        }
+    }
+    worst
+}
+
+/// Asserts |got - want| ≤ atol + rtol·|want| elementwise.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (*g as f64 - *w as f64).abs();
+        let tol = atol + rtol * (*w as f64).abs();
+        assert!(
+            err <= tol,
+            "{what}: element {i}: got {g}, want {w} (|err| {err:.3e} > tol {tol:.3e}); max abs err {:?}",
+            max_abs_err(got, want)
+        );
+    }
+}
+
+/// Asserts two runs produced identical bits.
+pub fn assert_same_bits(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(
+            x.to_bits(),
+            y.to_bits(),
+            "{what}: run-to-run difference at {i}: {x} vs {y}"
+        );
+    }
+}
+
+/// Central finite differences of the scalar L(x) = Σ w·f(x) at the given
+/// indices of x, where `f` runs the GPU forward kernel. Returns dL/dx[i].
+pub fn finite_diff(
+    f: &dyn Fn(&[f32]) -> Vec<f32>,
+    x: &[f32],
+    w: &[f32],
+    indices: &[usize],
+    eps: f32,
+) -> Vec<f64> {
+    let loss = |xs: &[f32]| -> f64 {
+        f(xs)
+            .iter()
+            .zip(w)
+            .map(|(y, w)| *y as f64 * *w as f64)
+            .sum()
+    };
+    indices
+        .iter()
+        .map(|&i| {
+            let mut xp = x.to_vec();
+            xp[i] += eps;
+            let mut xm = x.to_vec();
+            xm[i] -= eps;
+            // Use the perturbation actually representable in f32.
+            let h = xp[i] as f64 - xm[i] as f64;
+            (loss(&xp) - loss(&xm)) / h
+        })
+        .collect()
+}
+
+/// Checks analytic gradients against finite differences at some indices.
+pub fn assert_fd(
+    what: &str,
+    analytic: &[f32],
+    numeric: &[f64],
+    indices: &[usize],
+    atol: f64,
+    rtol: f64,
+) {
+    for (k, &i) in indices.iter().enumerate() {
+        let a = analytic[i] as f64;
+        let n = numeric[k];
+        let tol = atol + rtol * n.abs();
+        assert!(
+            (a - n).abs() <= tol,
+            "{what}: finite-difference check at {i}: analytic {a:.6e}, numeric {n:.6e} (tol {tol:.2e})"
+        );
+    }
+}
+
+/// A spread of indices into an array of n elements: the ends and some between.
+pub fn probe_indices(n: usize, count: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut v = vec![0, n - 1];
+    while v.len() < count.min(n) {
+        v.push(rng.below(n as u64) as usize);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}

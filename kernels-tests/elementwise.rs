@@ -1,0 +1,61 @@
+//! elementwise.wgsl: add, add_inplace, scale, copy, fill (exact in f32).
+
+use crate::common::*;
+use kiln::kernels::elementwise as ew;
+use kiln::reference::elementwise as r;
+
+const SIZES: [usize; 6] = [1, 7, 255, 256, 257, 10_007];
+
+#[test]
+fn add_and_inplace_add_match_reference() {
+    let mut rng = Rng::new(11);
+    for n in SIZES {
+        let a = rand_vec(&mut rng, n);
+        let b = rand_vec(&mut rng, n);
+        let (ta, tb, out) = (upload(&[n], &a), upload(&[n], &b), poisoned(&[n]));
+        run(&ew::add(gpu(), &ta, &tb, &out).unwrap());
+        let want = r::add(&a, &b);
+        assert_close("add", &read(&out), &want, 0.0, 0.0);
+        run(&ew::add_inplace(gpu(), &ta, &tb).unwrap());
+        assert_close("add_inplace", &read(&ta), &want, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn scale_copy_fill_match_reference() {
+    let mut rng = Rng::new(12);
+    for n in SIZES {
+        let a = rand_vec(&mut rng, n);
+        let ta = upload(&[n], &a);
+        let out = poisoned(&[n]);
+        run(&ew::scale(gpu(), &ta, -0.37, &out).unwrap());
+        assert_close("scale", &read(&out), &r::scale(&a, -0.37), 0.0, 0.0);
+        run(&ew::copy(gpu(), &ta, &out).unwrap());
+        assert_same_bits("copy", &read(&out), &a);
+        run(&ew::scale_inplace(gpu(), &ta, 2.5).unwrap());
+        assert_close("scale_inplace", &read(&ta), &r::scale(&a, 2.5), 0.0, 0.0);
+        run(&ew::fill(gpu(), &out, 3.25).unwrap());
+        assert!(read(&out).iter().all(|v| *v == 3.25));
+    }
+}
+
+#[test]
+fn large_tensor_uses_a_2d_grid() {
+    // 70_000 workgroups of 256 exceed 65_535 along one axis.
+    let n = 70_000 * 256 + 3;
+    let t = gpu().zeros(&[n], kiln::DType::F32).unwrap();
+    run(&ew::fill(gpu(), &t, 1.5).unwrap());
+    let v = read(&t);
+    assert!(v.iter().all(|x| *x == 1.5), "some element was not filled");
+}
+
+#[test]
+fn shape_mismatch_is_a_clear_error() {
+    let a = upload(&[3, 4], &[0.0; 12]);
+    let b = upload(&[4, 3], &[0.0; 12]);
+    let err = ew::add(gpu(), &a, &b, &a).unwrap_err().to_string();
+    assert!(err.contains("shape"), "{err}");
+    let i = upload_i32(&[12], &[0; 12]);
+    let err = ew::copy(gpu(), &i, &a).unwrap_err().to_string();
+    assert!(err.contains("i32"), "{err}");
+}

@@ -1,0 +1,81 @@
+//! The kernel library: a thin Rust wrapper per WGSL kernel family in
+//! `shaders/`. Each wrapper checks shapes and dtypes, then returns a
+//! [`Dispatch`](crate::runtime::Dispatch) (or several, for multi-pass
+//! kernels) that the caller submits once or records into a step.
+
+pub mod adamw;
+pub mod crossentropy;
+pub mod elementwise;
+pub mod embedding;
+pub mod gelu;
+pub mod layernorm;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+
+use anyhow::{bail, Result};
+
+use crate::runtime::{DType, Tensor};
+
+/// Fails unless every tensor is f32.
+pub fn check_f32(op: &str, ts: &[&Tensor]) -> Result<()> {
+    check_dtype(op, ts, DType::F32)
+}
+
+pub fn check_dtype(op: &str, ts: &[&Tensor], dtype: DType) -> Result<()> {
+    for (i, t) in ts.iter().enumerate() {
+        if t.dtype() != dtype {
+            bail!(
+                "{op}: argument {i} is {} {:?}, expected {}",
+                t.dtype().name(),
+                t.shape(),
+                dtype.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless every tensor has the shape of the first.
+pub fn check_same_shape(op: &str, ts: &[&Tensor]) -> Result<()> {
+    let s0 = ts[0].shape();
+    for (i, t) in ts.iter().enumerate().skip(1) {
+        if t.shape() != s0 {
+            bail!(
+                "{op}: argument {i} has shape {:?}, expected {:?} like argument 0",
+                t.shape(),
+                s0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `t` has exactly `shape`.
+pub fn check_shape(op: &str, what: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.shape() != shape {
+        bail!(
+            "{op}: {what} has shape {:?}, expected {:?}",
+            t.shape(),
+            shape
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless `t` holds exactly `n` elements (any shape).
+pub fn check_numel(op: &str, what: &str, t: &Tensor, n: usize) -> Result<()> {
+    if t.numel() != n {
+        bail!(
+            "{op}: {what} has {} elements (shape {:?}), expected {n}",
+            t.numel(),
+            t.shape()
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless `n` fits in a u32 (kernel indices are 32-bit, as in WGSL).
+pub fn check_u32(op: &str, what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| anyhow::anyhow!("{op}: {what} = {n} exceeds 32-bit indexing"))
+}

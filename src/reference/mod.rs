@@ -1,0 +1,13 @@
+//! CPU reference implementations of every kernel, accumulating in f64. The
+//! kernel tests compare the GPU against these; they favour the obvious loop
+//! over speed.
+
+pub mod adamw;
+pub mod crossentropy;
+pub mod elementwise;
+pub mod embedding;
+pub mod gelu;
+pub mod layernorm;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;

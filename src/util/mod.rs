@@ -1,0 +1,5 @@
+//! Small shared helpers.
+
+pub mod rng;
+
+pub use rng::Rng;
