@@ -124,7 +124,7 @@ impl Tensor {
     pub fn view(&self, elem_offset: usize, shape: &[usize]) -> Result<Tensor> {
         let off = self.offset + (elem_offset * self.dtype.size()) as u64;
         ensure!(
-            off % ALIGN == 0,
+            off.is_multiple_of(ALIGN),
             "a tensor view must start on a {ALIGN}-byte boundary (offset {off} bytes)"
         );
         ensure!(
@@ -199,7 +199,7 @@ impl Tensor {
             self.shape,
             self.dtype.name()
         );
-        if data.len() % 4 == 0 {
+        if data.len().is_multiple_of(4) {
             gpu.queue().write_buffer(self.buffer(), self.offset, data);
         } else {
             let mut padded = data.to_vec();
