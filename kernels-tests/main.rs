@@ -12,6 +12,7 @@ mod crossentropy;
 mod elementwise;
 mod embedding;
 mod gelu;
+mod heads;
 mod layernorm;
 mod matmul;
 mod reduce;

@@ -17,6 +17,7 @@ shaders!(
     "layernorm",
     "softmax",
     "gelu",
+    "heads",
     "crossentropy",
     "embedding",
     "adamw",
