@@ -5,10 +5,13 @@
 //! autodiff → models and objectives → training, data, checkpoints → CLI and
 //! web front end.
 
+pub mod graph;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 pub mod runtime;
 pub mod shaders;
+pub mod train;
 pub mod util;
 
 pub use runtime::{DType, Gpu, GpuOptions, Tensor};

@@ -1,15 +1,23 @@
 //! The `kiln` command line.
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
 
 use kiln::runtime::devices::adapter_reports;
+use kiln::train::run::{run_training, RunOptions};
+use kiln::train::RunConfig;
+use kiln::Gpu;
 
 #[derive(Parser)]
 #[command(
     name = "kiln",
     version,
-    about = "Kiln: GPU training engine on wgpu/WGSL"
+    about = "Kiln: pretrain and fine-tune neural networks on any GPU wgpu reaches",
+    long_about = "Kiln: pretrain and fine-tune neural networks on any GPU wgpu reaches.\n\n\
+        With no command, pretrains a small GPT on the built-in corpus and prints a sample.\n\
+        KILN_BACKEND (vulkan, metal, dx12, gl) and KILN_ADAPTER (index or name) pick the GPU."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,13 +32,157 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Pretrain a GPT (causal language modelling).
+    Train(TrainArgs),
+    /// Generate text from a checkpoint.
+    Sample(SampleArgs),
+    /// Validation loss and perplexity of a checkpoint on a text.
+    Eval(EvalArgs),
+    /// One forward and backward pass on one batch; writes logits, loss and every gradient.
+    Grads(GradsArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.cmd.unwrap_or(Cmd::Devices { json: false }) {
-        Cmd::Devices { json } => devices(json),
+#[derive(Args, Default)]
+struct TrainArgs {
+    /// Objective (only `gpt` so far).
+    #[arg(long, default_value = "gpt")]
+    objective: String,
+    /// TOML run config; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Text file or directory of .txt files (default: the built-in corpus).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output directory for checkpoints, metrics.jsonl and loss.png.
+    #[arg(long, default_value = "runs/gpt")]
+    out: PathBuf,
+    /// Tokenizer: byte, bpe (trained on the data) or gpt2:<dir with vocab.json and merges.txt>.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    #[arg(long)]
+    bpe_vocab: Option<usize>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    seq: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    layers: Option<usize>,
+    #[arg(long)]
+    heads: Option<usize>,
+    #[arg(long)]
+    embd: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    min_lr: Option<f32>,
+    #[arg(long)]
+    warmup: Option<u64>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    eval_every: Option<u64>,
+    #[arg(long)]
+    eval_batches: Option<usize>,
+    #[arg(long)]
+    log_every: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    #[arg(long)]
+    sample_tokens: Option<usize>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Replace an existing run in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Stop after this step (the schedule still assumes --steps).
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Run directory (config.json, model.safetensors, tokenizer/).
+    #[arg(long, default_value = "runs/gpt")]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "\n")]
+    prompt: String,
+    #[arg(long, default_value_t = 200)]
+    tokens: usize,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long, default_value = "runs/gpt")]
+    checkpoint: PathBuf,
+    /// Text file or directory to evaluate on.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Sequence length (default: the model's context).
+    #[arg(long)]
+    seq: Option<usize>,
+    /// At most this many batches (0 = all of the text).
+    #[arg(long, default_value_t = 0)]
+    max_batches: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GradsArgs {
+    /// model.safetensors (config.json beside it) or a run directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// safetensors with `inputs` and `targets`, i32 [B, T].
+    #[arg(long)]
+    tokens: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("kiln: error: {e:#}");
+        std::process::exit(1);
     }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => default_run(),
+        Some(Cmd::Devices { json }) => devices(json),
+        Some(Cmd::Train(a)) => train(a),
+        Some(Cmd::Sample(a)) => sample(a),
+        Some(Cmd::Eval(a)) => eval(a),
+        Some(Cmd::Grads(a)) => grads(a),
+    }
+}
+
+fn open_gpu() -> Result<Gpu> {
+    pollster::block_on(Gpu::from_env())
 }
 
 fn devices(json: bool) -> Result<()> {
@@ -50,10 +202,238 @@ fn devices(json: bool) -> Result<()> {
     for r in &reports {
         println!("{}\n", r.pretty());
     }
-    let gpu = pollster::block_on(kiln::Gpu::from_env())?;
+    let gpu = open_gpu()?;
     println!(
-        "Selected by default (KILN_ADAPTER / KILN_BACKEND to change): {}",
+        "Selected (KILN_ADAPTER / KILN_BACKEND to change): {}",
         gpu.describe()
+    );
+    Ok(())
+}
+
+/// `kiln` with no arguments: pretrain the built-in default and print a sample.
+fn default_run() -> Result<()> {
+    let gpu = open_gpu()?;
+    let cfg = RunConfig::default_for(gpu.is_cpu());
+    if gpu.is_cpu() {
+        println!(
+            "kiln: the adapter is a CPU ({}); using the small CPU-sized default.",
+            gpu.info().name
+        );
+    }
+    let out = PathBuf::from("runs/default");
+    let summary = run_training(
+        &gpu,
+        &cfg,
+        &RunOptions {
+            out,
+            resume: false,
+            overwrite: true,
+            stop_after: None,
+            quiet: false,
+        },
+    )?;
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(s: &kiln::train::run::RunSummary) {
+    println!(
+        "\nkiln: {} steps in {:.1}s ({:.0} tokens/s); train loss {}, validation loss {}{}",
+        s.steps,
+        s.seconds,
+        s.tokens_per_second,
+        s.final_train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        s.final_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        s.loss_floor
+            .map_or(String::new(), |f| format!(" (corpus entropy floor {f:.4})")),
+    );
+    println!(
+        "kiln: checkpoint, metrics.jsonl and loss.png in {}",
+        s.out.display()
+    );
+    if !s.sample.is_empty() {
+        println!("\n--- sample ---\n{}\n--------------", s.sample);
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    if a.objective != "gpt" {
+        bail!(
+            "objective {:?} is not available yet; use --objective gpt",
+            a.objective
+        );
+    }
+    let gpu = open_gpu()?;
+    let mut c = match &a.config {
+        Some(p) => RunConfig::from_toml_file(p)?,
+        None => RunConfig::default_for(gpu.is_cpu()),
+    };
+    macro_rules! set {
+        ($($flag:ident => $($field:ident).+),* $(,)?) => {
+            $(if let Some(v) = a.$flag.clone() { c.$($field).+ = v; })*
+        };
+    }
+    set!(
+        tokenizer => data.tokenizer, bpe_vocab => data.bpe_vocab, val_fraction => data.val_fraction,
+        steps => train.steps, batch => train.batch, seq => train.seq, grad_accum => train.grad_accum,
+        seed => train.seed, eval_every => train.eval_every, eval_batches => train.eval_batches,
+        log_every => train.log_every, checkpoint_every => train.checkpoint_every,
+        sample_tokens => train.sample_tokens,
+        layers => model.n_layer, heads => model.n_head, embd => model.n_embd,
+        lr => optimizer.lr, min_lr => optimizer.min_lr, warmup => optimizer.warmup_steps,
+        weight_decay => optimizer.weight_decay, grad_clip => optimizer.grad_clip,
+    );
+    if a.data.is_some() {
+        c.data.path = a.data.clone();
+    }
+    if a.steps.is_some() || a.config.is_none() {
+        c.optimizer.decay_steps = c.train.steps;
+    }
+    if a.print_config {
+        print!("{}", c.to_toml());
+        return Ok(());
+    }
+    let summary = run_training(
+        &gpu,
+        &c,
+        &RunOptions {
+            out: a.out,
+            resume: a.resume,
+            overwrite: a.overwrite,
+            stop_after: a.stop_after,
+            quiet: false,
+        },
+    )?;
+    print_summary(&summary);
+    Ok(())
+}
+
+fn load_run(
+    dir: &std::path::Path,
+) -> Result<(kiln::model::gpt::GptConfig, Vec<(String, Vec<f32>)>)> {
+    let cfg = kiln::train::checkpoint::load_config(dir)?;
+    let params = kiln::train::checkpoint::load_params(dir, &cfg)?;
+    Ok((cfg, params))
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let gpu = open_gpu()?;
+    let (cfg, params) = load_run(&a.checkpoint)?;
+    let tok =
+        kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
+    let prompt = tok.encode(&a.prompt);
+    let opts = kiln::train::sample::SampleOptions {
+        max_new_tokens: a.tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+    };
+    let ids = pollster::block_on(kiln::train::sample::generate(
+        &gpu, &cfg, &params, &prompt, &opts,
+    ))?;
+    println!("{}{}", a.prompt, tok.decode(&ids));
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let gpu = open_gpu()?;
+    let (cfg, params) = load_run(&a.checkpoint)?;
+    let tok =
+        kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
+    let text = kiln::data::corpus::load_text(&a.data)?;
+    let seq = a.seq.unwrap_or(cfg.n_positions);
+    let data = kiln::data::loader::TokenDataset {
+        train: Vec::new(),
+        val: tok.encode(&text),
+    };
+    let mut n = data.num_val_batches(a.batch, seq);
+    if a.max_batches > 0 {
+        n = n.min(a.max_batches);
+    }
+    if n == 0 {
+        bail!(
+            "{} has {} tokens; batch {} × seq {seq} needs at least {}: use a longer text or a smaller --batch/--seq",
+            a.data.display(),
+            data.val.len(),
+            a.batch,
+            a.batch * seq + 1
+        );
+    }
+    let batches: Vec<kiln::train::Batch> = (0..n)
+        .map(|i| data.val_batch(i, a.batch, seq))
+        .collect::<Result<_>>()?;
+    let mut trainer = kiln::train::Trainer::new(
+        &gpu,
+        &cfg,
+        &kiln::train::OptimizerConfig::default(),
+        a.batch,
+        seq,
+        1,
+        &params,
+    )?;
+    let loss = pollster::block_on(trainer.eval_loss(&batches))?;
+    let tokens = n * a.batch * seq;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"loss": loss, "perplexity": (loss as f64).exp(), "tokens": tokens, "batches": n})
+        );
+    } else {
+        println!(
+            "loss {loss:.4} · perplexity {:.3} · {tokens} tokens in {n} batches",
+            (loss as f64).exp()
+        );
+    }
+    Ok(())
+}
+
+fn grads(a: GradsArgs) -> Result<()> {
+    use kiln::io::checkpoint::{load_safetensors, save_safetensors, tensors_by_name, NamedTensor};
+    let gpu = open_gpu()?;
+    let dir = if a.checkpoint.is_dir() {
+        a.checkpoint.clone()
+    } else {
+        a.checkpoint
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default()
+    };
+    let (cfg, params) =
+        load_run(&dir).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let (tensors, _) = load_safetensors(&a.tokens)?;
+    let by = tensors_by_name(tensors)?;
+    let get = |name: &str| {
+        by.get(name).ok_or_else(|| {
+            anyhow::anyhow!("{} has no `{name}` tensor (i32 [B, T])", a.tokens.display())
+        })
+    };
+    let (inp, tgt) = (get("inputs")?, get("targets")?);
+    if inp.shape.len() != 2 || inp.shape != tgt.shape {
+        bail!(
+            "inputs and targets must both be i32 [B, T]; got {:?} and {:?}",
+            inp.shape,
+            tgt.shape
+        );
+    }
+    let (b, t) = (inp.shape[0], inp.shape[1]);
+    let inputs = inp.i32_with_shape(&[b, t])?.to_vec();
+    let targets = tgt.i32_with_shape(&[b, t])?.to_vec();
+    let r = pollster::block_on(kiln::train::grads::grads_pass(
+        &gpu, &cfg, &params, &inputs, &targets, b, t,
+    ))?;
+    let mut out = vec![
+        NamedTensor::f32("logits", vec![b, t, cfg.vocab_size], r.logits),
+        NamedTensor::f32("loss", vec![1], vec![r.loss]),
+    ];
+    for (name, shape, g) in r.grads {
+        out.push(NamedTensor::f32(format!("grad.{name}"), shape, g));
+    }
+    save_safetensors(&a.out, &out, &Default::default())?;
+    println!(
+        "loss {:.6}; wrote logits, loss and {} gradients to {}",
+        r.loss,
+        out.len() - 2,
+        a.out.display()
     );
     Ok(())
 }

@@ -1,0 +1,222 @@
+//! GPT checkpoints in a run directory, loadable by Hugging Face:
+//!
+//! - `model.safetensors`: parameters under `GPT2LMHeadModel` names (the LM
+//!   head is tied to `transformer.wte.weight` and not stored twice);
+//! - `config.json`: `GPT2Config` fields;
+//! - `optimizer.safetensors`: AdamW moments `m.<name>`, `v.<name>`;
+//! - `trainer_state.json`: step, seeds and the settings needed to resume.
+//!
+//! Every file is written atomically (temporary file, then rename); the
+//! trainer state goes last, so a checkpoint is only "there" once complete.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::io::atomic::write_json_atomic;
+use crate::io::checkpoint::{load_safetensors, save_safetensors, NamedTensor, TensorData};
+use crate::model::gpt::GptConfig;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+
+/// `config.json` as Hugging Face writes it for GPT-2 (the fields Kiln uses
+/// plus the ones `transformers` needs to pick the class).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HfConfig {
+    #[serde(default = "gpt2_type")]
+    pub model_type: String,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    #[serde(default)]
+    pub n_ctx: Option<usize>,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f32,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default)]
+    pub resid_pdrop: f32,
+    #[serde(default)]
+    pub embd_pdrop: f32,
+    #[serde(default)]
+    pub attn_pdrop: f32,
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+}
+
+fn gpt2_type() -> String {
+    "gpt2".into()
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl HfConfig {
+    pub fn from_model(c: &GptConfig) -> Self {
+        Self {
+            model_type: gpt2_type(),
+            architectures: vec!["GPT2LMHeadModel".into()],
+            vocab_size: c.vocab_size,
+            n_positions: c.n_positions,
+            n_ctx: Some(c.n_positions),
+            n_embd: c.n_embd,
+            n_layer: c.n_layer,
+            n_head: c.n_head,
+            layer_norm_epsilon: c.layer_norm_epsilon,
+            activation_function: default_act(),
+            resid_pdrop: 0.0,
+            embd_pdrop: 0.0,
+            attn_pdrop: 0.0,
+            tie_word_embeddings: true,
+        }
+    }
+
+    pub fn to_model(&self) -> Result<GptConfig> {
+        ensure!(
+            self.model_type == "gpt2",
+            "config.json describes a {:?} model; Kiln loads GPT-2 checkpoints",
+            self.model_type
+        );
+        ensure!(
+            self.activation_function == "gelu_new" || self.activation_function == "gelu_pytorch_tanh",
+            "config.json asks for activation {:?}; Kiln's GPT uses tanh-GELU (gelu_new)",
+            self.activation_function
+        );
+        let mut c = GptConfig::new(self.vocab_size, self.n_positions, self.n_embd, self.n_head, self.n_layer);
+        c.layer_norm_epsilon = self.layer_norm_epsilon;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Reads `config.json` from a run directory.
+pub fn load_config(dir: &Path) -> Result<GptConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("no {} in {} (is this a Kiln or Hugging Face GPT-2 checkpoint directory?)", CONFIG_FILE, dir.display())
+    })?;
+    let hf: HfConfig =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
+    hf.to_model()
+}
+
+/// Maps a stored tensor name to Kiln's (Hugging Face, prefixed) name.
+/// Accepts the unprefixed names of the published `gpt2` weights
+/// (`h.0.attn.c_attn.weight`, `wte.weight`); returns None for tensors that
+/// are not parameters (the tied `lm_head.weight`, attention mask buffers).
+pub fn canonical_name(stored: &str) -> Option<String> {
+    if stored == "lm_head.weight" || stored.ends_with(".attn.bias") || stored.ends_with(".attn.masked_bias") {
+        return None;
+    }
+    if stored.starts_with("transformer.") {
+        Some(stored.to_string())
+    } else {
+        Some(format!("transformer.{stored}"))
+    }
+}
+
+/// Loads GPT-2 parameters from `model.safetensors`, checking that every
+/// parameter is present with the right shape.
+pub fn load_params(dir: &Path, cfg: &GptConfig) -> Result<Vec<(String, Vec<f32>)>> {
+    let path = dir.join(MODEL_FILE);
+    let (tensors, _) = load_safetensors(&path)?;
+    let mut by_name: BTreeMap<String, NamedTensor> = BTreeMap::new();
+    for t in tensors {
+        if let Some(n) = canonical_name(&t.name) {
+            by_name.insert(n, t);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, shape) in cfg.param_shapes() {
+        let t = by_name.remove(&name).ok_or_else(|| {
+            anyhow!(
+                "{} has no tensor {name} (or its unprefixed form): the checkpoint does not match config.json",
+                path.display()
+            )
+        })?;
+        ensure!(
+            t.shape == shape,
+            "{}: {name} has shape {:?}, config.json implies {shape:?}",
+            path.display(),
+            t.shape
+        );
+        let TensorData::F32(data) = t.data else {
+            bail!("{}: {name} is not a floating-point tensor", path.display());
+        };
+        out.push((name, data));
+    }
+    if let Some(extra) = by_name.keys().next() {
+        log::warn!("{}: ignoring unexpected tensor {extra}", path.display());
+    }
+    Ok(out)
+}
+
+fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTensor> {
+    items
+        .iter()
+        .map(|(n, s, d)| NamedTensor {
+            name: format!("{prefix}{n}"),
+            shape: s.clone(),
+            data: TensorData::F32(d.clone()),
+        })
+        .collect()
+}
+
+/// Writes `model.safetensors` and `config.json`.
+pub fn save_model(dir: &Path, cfg: &GptConfig, params: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    save_safetensors(&dir.join(MODEL_FILE), &named("", params), &meta)?;
+    write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(cfg))
+}
+
+/// Writes the AdamW moments.
+pub fn save_optimizer(
+    dir: &Path,
+    m: &[(String, Vec<usize>, Vec<f32>)],
+    v: &[(String, Vec<usize>, Vec<f32>)],
+    t: u32,
+) -> Result<()> {
+    let mut all = named("m.", m);
+    all.extend(named("v.", v));
+    let meta = BTreeMap::from([("adamw_t".to_string(), t.to_string())]);
+    save_safetensors(&dir.join(OPTIMIZER_FILE), &all, &meta)
+}
+
+/// Reads the AdamW moments: (m, v, t).
+#[allow(clippy::type_complexity)]
+pub fn load_optimizer(dir: &Path) -> Result<(BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, u32)> {
+    let path = dir.join(OPTIMIZER_FILE);
+    let (tensors, meta) = load_safetensors(&path)?;
+    let t = meta
+        .get("adamw_t")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{} lacks the adamw_t metadata", path.display()))?;
+    let (mut m, mut v) = (BTreeMap::new(), BTreeMap::new());
+    for nt in tensors {
+        let TensorData::F32(d) = nt.data else {
+            bail!("{}: {} is not f32", path.display(), nt.name);
+        };
+        if let Some(n) = nt.name.strip_prefix("m.") {
+            m.insert(n.to_string(), d);
+        } else if let Some(n) = nt.name.strip_prefix("v.") {
+            v.insert(n.to_string(), d);
+        }
+    }
+    Ok((m, v, t))
+}

@@ -1,0 +1,141 @@
+//! The settings of a training run, readable from TOML and overridable by flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::optimizer::OptimizerConfig;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Context length (rows of the position table); defaults to `train.seq`.
+    pub n_positions: Option<usize>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 256,
+            n_positions: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// A text file or a directory of them; None = the built-in corpus.
+    pub path: Option<PathBuf>,
+    /// `byte`, `bpe` (trained on the corpus) or `gpt2:<dir>`.
+    pub tokenizer: String,
+    /// Vocabulary size when training a BPE.
+    pub bpe_vocab: usize,
+    /// Fraction of the tokens held out for validation (the end of the text).
+    pub val_fraction: f64,
+    /// Size of the built-in corpus in bytes.
+    pub builtin_bytes: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            tokenizer: "byte".into(),
+            bpe_vocab: 1024,
+            val_fraction: 0.1,
+            builtin_bytes: 2_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    pub batch: usize,
+    pub seq: usize,
+    pub steps: u64,
+    pub grad_accum: usize,
+    pub seed: u64,
+    /// Validation loss every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation batches per evaluation (at most what the split holds).
+    pub eval_batches: usize,
+    /// Read the training loss back every this many steps.
+    pub log_every: u64,
+    /// Checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Tokens in the sample printed at the end.
+    pub sample_tokens: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            batch: 16,
+            seq: 128,
+            steps: 1000,
+            grad_accum: 1,
+            seed: 1337,
+            eval_every: 100,
+            eval_batches: 8,
+            log_every: 10,
+            checkpoint_every: 500,
+            sample_tokens: 300,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub train: TrainSection,
+    pub optimizer: OptimizerConfig,
+}
+
+impl RunConfig {
+    /// The built-in default: a small GPT on the built-in corpus, sized for a
+    /// minute or two on a GPU, or a few minutes when the adapter is a CPU.
+    pub fn default_for(cpu_adapter: bool) -> Self {
+        let mut c = Self::default();
+        if cpu_adapter {
+            c.model = ModelSection {
+                n_layer: 2,
+                n_head: 4,
+                n_embd: 64,
+                n_positions: None,
+            };
+            c.train.batch = 8;
+            c.train.seq = 64;
+            c.train.steps = 300;
+            c.train.eval_every = 100;
+            c.train.eval_batches = 4;
+            c.train.checkpoint_every = 0;
+            c.train.sample_tokens = 200;
+            c.data.builtin_bytes = 400_000;
+            c.optimizer.lr = 3e-3;
+            c.optimizer.min_lr = 3e-4;
+        }
+        c.optimizer.decay_steps = c.train.steps;
+        c
+    }
+
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid Kiln run config", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
