@@ -1,10 +1,12 @@
 //! Kiln: a vendor-neutral GPU training engine.
 //!
 //! Layers, bottom up: [`runtime`] (device, tensors, pipelines) →
-//! [`kernels`] (one WGSL family each, with a CPU [`reference`]) → graph and
-//! autodiff → models and objectives → training, data, checkpoints → CLI and
-//! web front end.
+//! [`kernels`] (one WGSL family each, with a CPU [`reference`]) → [`graph`]
+//! (ops, autodiff, memory planning, execution) → [`model`] → [`train`]
+//! (optimizer, run loop, checkpoints), [`data`] (text, tokenizers, batches)
+//! → the `kiln` CLI and the web front end.
 
+pub mod data;
 pub mod graph;
 pub mod kernels;
 pub mod model;
