@@ -7,6 +7,7 @@ pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
+pub mod gpt;
 pub mod heads;
 pub mod layernorm;
 pub mod matmul;
