@@ -7,6 +7,7 @@
 
 pub mod io;
 pub mod kernels;
+pub mod plot;
 pub mod reference;
 pub mod runtime;
 pub mod shaders;
