@@ -9,7 +9,9 @@
 pub mod data;
 pub mod graph;
 pub mod kernels;
+pub mod io;
 pub mod model;
+pub mod plot;
 pub mod reference;
 pub mod runtime;
 pub mod shaders;

@@ -2,12 +2,12 @@
 //! sampling, and the command-line run loop with validation, metrics,
 //! progress and a loss curve.
 
-//TMP pub mod checkpoint;
+pub mod checkpoint;
 pub mod config;
 pub mod grads;
 pub mod optimizer;
 #[cfg(not(target_arch = "wasm32"))]
-//TMP pub mod run;
+pub mod run;
 pub mod sample;
 pub mod trainer;
 

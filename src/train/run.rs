@@ -236,7 +236,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let mut last_train: Option<f32> = None;
     let mut last_val: Option<f32> = None;
 
-    let mut report = |p: PendingStats, trainer: &Trainer, val: Option<f32>, metrics: &mut MetricsLog| -> Result<f32> {
+    let report = |p: PendingStats, trainer: &Trainer, val: Option<f32>, metrics: &mut MetricsLog| -> Result<f32> {
         let s = pollster::block_on(p.get(trainer.gpu()))?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let tps = (s.step - start_step) as f64 * tokens_per_step as f64 / secs;
