@@ -5,6 +5,7 @@
 //! autodiff → models and objectives → training, data, checkpoints → CLI and
 //! web front end.
 
+pub mod bench;
 pub mod kernels;
 pub mod reference;
 pub mod runtime;
