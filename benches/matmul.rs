@@ -1,17 +1,18 @@
 //! Matmul variants head to head, in the spirit of llm.c's dev/cuda:
 //!
 //! ```text
-//! cargo bench --bench matmul -- [--sizes 256,512,1024] [--variants naive,vec4]
+//! cargo bench --bench matmul -- [--sizes 256,512,1024,8x768x3072] [--variants naive,vec4]
 //!                               [--iters 10] [--warmup 1] [--budget-s 20] [--wall]
 //! ```
 //!
-//! Square C = A·B for each size and variant on the default adapter
+//! C = A·B (A [M, K], B [K, N]) for each size and variant on the default adapter
 //! (`KILN_ADAPTER` / `KILN_BACKEND` choose another). `--variants` keeps the
 //! variants whose name contains any of the given substrings, plus "default"
 //! for the one `matmul()` picks. Each measurement is warmed up (lavapipe
 //! compiles on first use), then repeated up to `--iters` times or until
-//! `--budget-s` seconds are spent, and the median is reported. Sizes also come
-//! from `KILN_BENCH_SIZES`. Every run is spot-checked against an f64 dot product.
+//! `--budget-s` seconds are spent, and the median is reported. A size is `S`
+//! (square, M = N = K = S) or `MxNxK`; sizes also come from `KILN_BENCH_SIZES`.
+//! Every run is spot-checked against f64 dot products.
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -21,7 +22,7 @@ use kiln::util::Rng;
 use kiln::Gpu;
 
 struct Args {
-    sizes: Vec<usize>,
+    sizes: Vec<(usize, usize, usize)>,
     variants: Vec<String>,
     iters: usize,
     warmup: usize,
@@ -31,7 +32,7 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        sizes: vec![256, 512, 1024],
+        sizes: vec![(256, 256, 256), (512, 512, 512), (1024, 1024, 1024)],
         variants: Vec::new(),
         iters: 10,
         warmup: 1,
@@ -59,7 +60,7 @@ fn parse_args() -> Result<Args> {
             "--bench" => {} // passed by `cargo bench`
             "-h" | "--help" => {
                 println!(
-                    "cargo bench --bench matmul -- [--sizes 256,512,1024] [--variants a,b] \
+                    "cargo bench --bench matmul -- [--sizes 256,512,MxNxK] [--variants a,b] \
                      [--iters N] [--warmup N] [--budget-s S] [--wall]"
                 );
                 std::process::exit(0);
@@ -71,12 +72,21 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-fn parse_list(s: &str) -> Result<Vec<usize>> {
+/// Parses `256,512,8x768x3072`: square sizes or M x N x K.
+fn parse_list(s: &str) -> Result<Vec<(usize, usize, usize)>> {
     s.split(',')
         .map(|x| {
-            x.trim()
-                .parse()
-                .with_context(|| format!("bad size {x:?} in {s:?}"))
+            let dims: Vec<usize> = x
+                .trim()
+                .split('x')
+                .map(|d| d.parse::<usize>())
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("bad size {x:?} in {s:?}"))?;
+            match dims[..] {
+                [s] => Ok((s, s, s)),
+                [m, n, k] => Ok((m, n, k)),
+                _ => bail!("bad size {x:?}: expected S or MxNxK"),
+            }
         })
         .collect()
 }
@@ -125,20 +135,18 @@ fn measure(gpu: &Gpu, d: &kiln::runtime::Dispatch, args: &Args) -> Result<(Timin
 }
 
 /// Compares a few elements of C with f64 dot products.
-fn spot_check(size: usize, a: &[f32], b: &[f32], c: &[f32], rng: &mut Rng) -> Result<()> {
+fn spot_check(spec: &MatmulSpec, a: &[f32], b: &[f32], c: &[f32], rng: &mut Rng) -> Result<()> {
+    let (m, n, k) = (spec.m, spec.n, spec.k);
     for _ in 0..16 {
-        let (i, j) = (
-            rng.below(size as u64) as usize,
-            rng.below(size as u64) as usize,
-        );
-        let want: f64 = (0..size)
-            .map(|k| a[i * size + k] as f64 * b[k * size + j] as f64)
+        let (i, j) = (rng.below(m as u64) as usize, rng.below(n as u64) as usize);
+        let want: f64 = (0..k)
+            .map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64)
             .sum();
-        let err = (c[i * size + j] as f64 - want).abs();
+        let err = (c[i * n + j] as f64 - want).abs();
         ensure!(
-            err <= 1e-5 * (size as f64).sqrt(),
+            err <= 1e-5 * (k as f64).sqrt(),
             "C[{i}, {j}] = {} but the f64 dot product is {want}",
-            c[i * size + j]
+            c[i * n + j]
         );
     }
     Ok(())
@@ -151,8 +159,13 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut timers = std::collections::BTreeSet::new();
     eprintln!("adapter: {}", gpu.describe());
-    for &size in &args.sizes {
-        let spec = MatmulSpec::new(size, size, size);
+    for &(m, n, k) in &args.sizes {
+        let spec = MatmulSpec::new(m, n, k);
+        let shape = if m == n && n == k {
+            format!("{m}³")
+        } else {
+            format!("{m}×{n}×{k}")
+        };
         let mut list: Vec<(String, MatmulVariant)> = vec![(
             format!("default = {}", mm::default_variant(&gpu, &spec).name()),
             mm::default_variant(&gpu, &spec),
@@ -161,19 +174,19 @@ fn main() -> Result<()> {
         if !args.variants.is_empty() {
             list.retain(|(name, _)| args.variants.iter().any(|v| name.contains(v.as_str())));
         }
-        let a = rng.vec_uniform(size * size, -1.0, 1.0);
-        let b = rng.vec_uniform(size * size, -1.0, 1.0);
-        let ta = gpu.upload_f32(&[size, size], &a)?;
-        let tb = gpu.upload_f32(&[size, size], &b)?;
-        let tc = gpu.zeros(&[size, size], kiln::DType::F32)?;
+        let a = rng.vec_uniform(m * k, -1.0, 1.0);
+        let b = rng.vec_uniform(k * n, -1.0, 1.0);
+        let ta = gpu.upload_f32(&[m, k], &a)?;
+        let tb = gpu.upload_f32(&[k, n], &b)?;
+        let tc = gpu.zeros(&[m, n], kiln::DType::F32)?;
         for (name, variant) in list {
             let d = mm::matmul_with(&gpu, &spec, variant, &ta, &tb, None, &tc)?;
             let (t, cpu_ms) = measure(&gpu, &d, &args)?;
             let secs = t.median_ms / 1e3;
-            let bytes = 4.0 * 3.0 * (size * size) as f64;
+            let bytes = 4.0 * (m * k + k * n + m * n) as f64;
             let cpu = cpu_ms.map_or("-".to_string(), |c| format!("{c:.0}"));
             let row = format!(
-                "| {size}³ | {name} | {:.2} | {:.3} | {:.3} | {} | {cpu} |",
+                "| {shape} | {name} | {:.2} | {:.3} | {:.3} | {} | {cpu} |",
                 t.median_ms,
                 spec.flops() / secs / 1e9,
                 bytes / secs / 1e9,
@@ -181,7 +194,8 @@ fn main() -> Result<()> {
             );
             eprintln!("{row}");
             let c = pollster::block_on(tc.read_f32(&gpu))?;
-            spot_check(size, &a, &b, &c, &mut rng).with_context(|| format!("{name} at {size}"))?;
+            spot_check(&spec, &a, &b, &c, &mut rng)
+                .with_context(|| format!("{name} at {shape}"))?;
             rows.push(row);
             timers.insert(t.timer.name());
         }
