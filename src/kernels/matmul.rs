@@ -214,9 +214,11 @@ pub fn variants() -> Vec<(String, MatmulVariant)> {
 /// The variant [`matmul`] uses for `spec` on this device, from the
 /// measurements in BENCHMARKS.md.
 ///
-/// CPU adapters (lavapipe) get `Direct` with the largest register tile that
-/// fits the shape (16×16 where M and N allow: 2.7× the best workgroup-memory
-/// kernel there). GPUs get the workgroup-memory kernel: 128×128×8 tiles with
+/// CPU adapters (lavapipe) get `Direct` with the smallest register tile (a
+/// multiple of 4, at most 16 per side) that covers M and N: 16×16 for large
+/// shapes, 2.2× the best workgroup-memory kernel and 13.7× naive at 512³,
+/// and smaller tiles for skinny shapes so that little work is wasted on rows
+/// or columns past the matrix. GPUs get the workgroup-memory kernel: 128×128×8 tiles with
 /// 8×8 per thread (256 threads) when both M and N reach 128, the classic
 /// SGEMM configuration, 64×64×16 with 4×4 per thread for mid-sized shapes and
 /// 32×32×8 for small or skinny ones, where bigger tiles would leave most of
