@@ -169,7 +169,14 @@ fn every_variant_on_awkward_shapes() {
                     Some(variant),
                     &case(&spec, &mut rng, true, true),
                 );
-                entries.insert(label.rsplit("::").next().unwrap().to_string());
+                entries.insert(
+                    label
+                        .rsplit("::")
+                        .next()
+                        .unwrap()
+                        .trim_end_matches(')')
+                        .to_string(),
+                );
             }
         }
         // A batched case with strides that break vec4 alignment.
@@ -183,11 +190,13 @@ fn every_variant_on_awkward_shapes() {
             Some(variant),
             &case(&spec, &mut rng, true, false),
         );
-        if let MatmulVariant::Tiled { vec4: true, .. } = variant {
+        if let MatmulVariant::Tiled { vec4: true, .. } | MatmulVariant::Direct { vec4: true, .. } =
+            variant
+        {
             assert_eq!(
                 entries.len(),
                 4,
-                "{name}: expected all of tiled_ss/sv/vs/vv to run, got {entries:?}"
+                "{name}: expected all four of the _ss/_sv/_vs/_vv entry points to run, got {entries:?}"
             );
         }
     }
@@ -213,7 +222,19 @@ fn runs_are_bit_identical() {
     let variants = [
         None,
         Some(MatmulVariant::Naive),
-        Some(mm::variants().last().unwrap().1),
+        Some(MatmulVariant::Tiled {
+            bm: 128,
+            bn: 128,
+            bk: 8,
+            tm: 8,
+            tn: 8,
+            vec4: true,
+        }),
+        Some(MatmulVariant::Direct {
+            tm: 16,
+            tn: 16,
+            vec4: true,
+        }),
     ];
     for v in variants {
         let (first, label) = run_gpu(&spec, v, &x);
@@ -264,6 +285,13 @@ fn bad_arguments_give_clear_errors() {
         vec4: false,
     };
     let e = err(mm::matmul_with(g, &spec, bad, &a, &b, None, &c));
+    assert!(e.contains("register tile"), "{e}");
+    let odd = MatmulVariant::Direct {
+        tm: 6,
+        tn: 8,
+        vec4: true,
+    };
+    let e = err(mm::matmul_with(g, &spec, odd, &a, &b, None, &c));
     assert!(e.contains("register tile"), "{e}");
     let huge = MatmulVariant::Tiled {
         bm: 128,

@@ -6,10 +6,12 @@
 //! (optimizer, run loop, checkpoints), [`data`] (text, tokenizers, batches)
 //! → the `kiln` CLI and the web front end.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod data;
 pub mod graph;
-pub mod kernels;
 pub mod io;
+pub mod kernels;
 pub mod model;
 pub mod plot;
 pub mod reference;

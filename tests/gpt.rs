@@ -35,7 +35,9 @@ fn gpu() -> &'static Gpu {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 struct Reference {
@@ -54,19 +56,37 @@ impl Reference {
         let (tensors, meta) = load_safetensors(&fixture(name)).expect("reference fixture");
         let t = tensors_by_name(tensors).unwrap();
         let m = |k: &str| meta[k].parse::<usize>().unwrap();
-        let cfg = GptConfig::new(m("vocab_size"), m("n_positions"), m("n_embd"), m("n_head"), m("n_layer"));
+        let cfg = GptConfig::new(
+            m("vocab_size"),
+            m("n_positions"),
+            m("n_embd"),
+            m("n_head"),
+            m("n_layer"),
+        );
         let (batch, seq) = (m("batch"), m("seq"));
         let params = cfg
             .param_shapes()
             .into_iter()
             .map(|(n, s)| {
-                let d = t[&format!("param.{n}")].f32_with_shape(&s).unwrap().to_vec();
+                let d = t[&format!("param.{n}")]
+                    .f32_with_shape(&s)
+                    .unwrap()
+                    .to_vec();
                 (n, d)
             })
             .collect();
         let inputs = t["inputs"].i32_with_shape(&[batch, seq]).unwrap().to_vec();
         let targets = t["targets"].i32_with_shape(&[batch, seq]).unwrap().to_vec();
-        Self { cfg, batch, seq, params, inputs, targets, t, meta }
+        Self {
+            cfg,
+            batch,
+            seq,
+            params,
+            inputs,
+            targets,
+            t,
+            meta,
+        }
     }
 
     fn f32(&self, name: &str) -> &[f32] {
@@ -79,17 +99,32 @@ impl Reference {
 
 fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
 fn logits_loss_and_every_gradient_match_pytorch() {
     let r = Reference::load("gpt_reference.safetensors");
-    let out = pollster::block_on(grads_pass(gpu(), &r.cfg, &r.params, &r.inputs, &r.targets, r.batch, r.seq)).unwrap();
+    let out = pollster::block_on(grads_pass(
+        gpu(),
+        &r.cfg,
+        &r.params,
+        &r.inputs,
+        &r.targets,
+        r.batch,
+        r.seq,
+    ))
+    .unwrap();
     let logit_err = max_abs(&out.logits, r.f32("logits"));
     let loss_err = (out.loss as f64 - r.f32("loss")[0] as f64).abs();
     eprintln!("logits max abs err {logit_err:.3e}, loss err {loss_err:.3e}");
-    assert!(logit_err <= 1e-4, "logits max abs error {logit_err:e} > 1e-4");
+    assert!(
+        logit_err <= 1e-4,
+        "logits max abs error {logit_err:e} > 1e-4"
+    );
     assert!(loss_err <= 1e-5, "loss error {loss_err:e} > 1e-5");
     assert_eq!(out.grads.len(), r.cfg.param_shapes().len());
     for (name, _, g) in &out.grads {
@@ -98,7 +133,10 @@ fn logits_loss_and_every_gradient_match_pytorch() {
         for (i, (a, b)) in g.iter().zip(want).enumerate() {
             let tol = 1e-5 + 1e-3 * (*b as f64).abs();
             let err = (*a as f64 - *b as f64).abs();
-            assert!(err <= tol, "grad.{name}[{i}]: got {a}, PyTorch {b} (err {err:e} > tol {tol:e})");
+            assert!(
+                err <= tol,
+                "grad.{name}[{i}]: got {a}, PyTorch {b} (err {err:e} > tol {tol:e})"
+            );
             worst = worst.max(err / tol);
         }
         eprintln!("grad.{name}: worst error / tolerance = {worst:.4}");
@@ -126,7 +164,10 @@ fn run_steps(trainer: &mut Trainer, r: &Reference, steps: usize) -> Vec<f32> {
     let batch = (r.inputs.clone(), r.targets.clone());
     (0..steps)
         .map(|_| {
-            let p = trainer.train_step(std::slice::from_ref(&batch), true).unwrap().unwrap();
+            let p = trainer
+                .train_step(std::slice::from_ref(&batch), true)
+                .unwrap()
+                .unwrap();
             pollster::block_on(p.get(gpu())).unwrap().loss
         })
         .collect()
@@ -136,13 +177,25 @@ fn run_steps(trainer: &mut Trainer, r: &Reference, steps: usize) -> Vec<f32> {
 fn ten_adamw_steps_follow_pytorch_losses() {
     let r = Reference::load("gpt_reference.safetensors");
     let want = r.f32("losses").to_vec();
-    let mut trainer = Trainer::new(gpu(), &r.cfg, &parity_optimizer(&r), r.batch, r.seq, 1, &r.params).unwrap();
+    let mut trainer = Trainer::new(
+        gpu(),
+        &r.cfg,
+        &parity_optimizer(&r),
+        r.batch,
+        r.seq,
+        1,
+        &r.params,
+    )
+    .unwrap();
     let got = run_steps(&mut trainer, &r, want.len());
     eprintln!("kiln    {got:?}\npytorch {want:?}");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= 1e-4, "step {i}: loss {g} vs PyTorch {w}");
     }
-    assert!(got[9] < got[0] - 1.0, "the loss must fall over 10 steps on one batch");
+    assert!(
+        got[9] < got[0] - 1.0,
+        "the loss must fall over 10 steps on one batch"
+    );
 }
 
 #[test]
@@ -161,7 +214,10 @@ fn same_seed_same_bits_and_resume_is_exact() {
     );
     let (pa, pb) = (grab(&a), grab(&b));
     for ((n, _, x), (_, _, y)) in pa.iter().zip(&pb) {
-        assert!(x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()), "{n} differs between identical runs");
+        assert!(
+            x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()),
+            "{n} differs between identical runs"
+        );
     }
     // 3 steps, checkpoint to disk, a fresh trainer from the files, 3 more.
     let dir = std::env::temp_dir().join(format!("kiln-resume-{}", std::process::id()));
@@ -191,7 +247,10 @@ fn same_seed_same_bits_and_resume_is_exact() {
         "resumed losses differ: {la:?} vs {lc:?}"
     );
     for ((n, _, x), (_, _, y)) in pa.iter().zip(&grab(&d)) {
-        assert!(x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()), "{n} differs after resume");
+        assert!(
+            x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()),
+            "{n} differs after resume"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -219,11 +278,28 @@ fn grads_match_the_cpu_reference_on_random_configs() {
                 *x += 0.05 * rng.normal() as f32;
             }
         }
-        let inputs: Vec<i32> = (0..batch * seq).map(|_| rng.below(cfg.vocab_size as u64) as i32).collect();
-        let targets: Vec<i32> = (0..batch * seq)
-            .map(|i| if i % 5 == 3 { -1 } else { rng.below(cfg.vocab_size as u64) as i32 })
+        let inputs: Vec<i32> = (0..batch * seq)
+            .map(|_| rng.below(cfg.vocab_size as u64) as i32)
             .collect();
-        let out = pollster::block_on(grads_pass(gpu(), &cfg, &params, &inputs, &targets, batch, seq)).unwrap();
+        let targets: Vec<i32> = (0..batch * seq)
+            .map(|i| {
+                if i % 5 == 3 {
+                    -1
+                } else {
+                    rng.below(cfg.vocab_size as u64) as i32
+                }
+            })
+            .collect();
+        let out = pollster::block_on(grads_pass(
+            gpu(),
+            &cfg,
+            &params,
+            &inputs,
+            &targets,
+            batch,
+            seq,
+        ))
+        .unwrap();
         let shape = GptShape {
             vocab_size: cfg.vocab_size,
             n_positions: cfg.n_positions,
@@ -236,8 +312,16 @@ fn grads_match_the_cpu_reference_on_random_configs() {
         let want = forward_backward(&shape, &flat, &inputs, &targets, batch, seq);
         let logits: Vec<f32> = want.logits.iter().map(|x| *x as f32).collect();
         let err = max_abs(&out.logits, &logits);
-        assert!(err <= 1e-5, "case {case} {cfg:?} B={batch} T={seq}: logits err {err:e}");
-        assert!((out.loss as f64 - want.loss).abs() <= 1e-5, "case {case}: loss {} vs {}", out.loss, want.loss);
+        assert!(
+            err <= 1e-5,
+            "case {case} {cfg:?} B={batch} T={seq}: logits err {err:e}"
+        );
+        assert!(
+            (out.loss as f64 - want.loss).abs() <= 1e-5,
+            "case {case}: loss {} vs {}",
+            out.loss,
+            want.loss
+        );
         for ((name, _, g), (wname, w)) in out.grads.iter().zip(&want.grads) {
             assert_eq!(name, wname);
             for (i, (a, b)) in g.iter().zip(w).enumerate() {

@@ -131,6 +131,13 @@ pub enum MatmulVariant {
         tn: u32,
         vec4: bool,
     },
+    /// No workgroup memory: each of 8×8 threads accumulates a `tm × tn`
+    /// register tile (multiples of 4, at most 16) from operands read straight
+    /// from global memory, four steps of K at a time (vec4 loads as for
+    /// `Tiled`). Relies on caches for reuse, which suits CPU adapters
+    /// (lavapipe), where every memory access is a per-lane loop and a
+    /// workgroup-memory round trip is pure overhead.
+    Direct { tm: u32, tn: u32, vec4: bool },
 }
 
 impl MatmulVariant {
@@ -148,6 +155,9 @@ impl MatmulVariant {
                 "tiled {bm}x{bn}x{bk} reg {tm}x{tn}{}",
                 if vec4 { " vec4" } else { "" }
             ),
+            MatmulVariant::Direct { tm, tn, vec4 } => {
+                format!("direct reg {tm}x{tn}{}", if vec4 { " vec4" } else { "" })
+            }
         }
     }
     /// Output rows and columns one workgroup covers.
@@ -155,11 +165,14 @@ impl MatmulVariant {
         match *self {
             MatmulVariant::Naive => (NAIVE_WG, NAIVE_WG),
             MatmulVariant::Tiled { bm, bn, .. } => (bm, bn),
+            MatmulVariant::Direct { tm, tn, .. } => (DIRECT_WG * tm, DIRECT_WG * tn),
         }
     }
 }
 
 const NAIVE_WG: u32 = 16;
+/// Threads along each axis of a `Direct` workgroup.
+const DIRECT_WG: u32 = 8;
 
 fn tiled(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, vec4: bool) -> MatmulVariant {
     MatmulVariant::Tiled {
@@ -172,31 +185,58 @@ fn tiled(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32, vec4: bool) -> MatmulVaria
     }
 }
 
+fn direct(tm: u32, tn: u32, vec4: bool) -> MatmulVariant {
+    MatmulVariant::Direct { tm, tn, vec4 }
+}
+
 /// Every variant worth benchmarking, with a display name.
 pub fn variants() -> Vec<(String, MatmulVariant)> {
     [
         MatmulVariant::Naive,
         tiled(32, 32, 8, 4, 4, false),
         tiled(32, 32, 8, 4, 4, true),
-        tiled(64, 64, 8, 4, 4, true),
-        tiled(64, 64, 16, 4, 4, false),
         tiled(64, 64, 16, 4, 4, true),
-        tiled(64, 64, 16, 8, 4, true),
         tiled(64, 64, 16, 8, 8, true),
         tiled(128, 64, 8, 8, 4, true),
         tiled(128, 128, 8, 8, 8, true),
+        direct(4, 4, true),
+        direct(8, 8, false),
+        direct(8, 8, true),
+        direct(8, 16, true),
+        direct(16, 16, false),
+        direct(16, 16, true),
     ]
     .into_iter()
     .map(|v| (v.name(), v))
     .collect()
 }
 
-/// The variant [`matmul`] uses for `spec` on this device.
-pub fn default_variant(_gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
-    if spec.m.min(spec.n) <= 16 {
-        tiled(32, 32, 8, 4, 4, true)
-    } else {
+/// The variant [`matmul`] uses for `spec` on this device, from the
+/// measurements in BENCHMARKS.md.
+///
+/// CPU adapters (lavapipe) get `Direct` with the smallest register tile (a
+/// multiple of 4, at most 16 per side) that covers M and N: 16×16 for large
+/// shapes, 2.2× the best workgroup-memory kernel and 13.7× naive at 512³,
+/// and smaller tiles for skinny shapes so that little work is wasted on rows
+/// or columns past the matrix. GPUs get the workgroup-memory kernel: 128×128×8 tiles with
+/// 8×8 per thread (256 threads) when both M and N reach 128, the classic
+/// SGEMM configuration, 64×64×16 with 4×4 per thread for mid-sized shapes and
+/// 32×32×8 for small or skinny ones, where bigger tiles would leave most of
+/// the GPU idle. The GPU choice is not yet measured here (no GPU on the
+/// development machine); `cargo bench --bench matmul` on a GPU settles it.
+pub fn default_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
+    if gpu.is_cpu() {
+        // Register tile: the smallest multiple of 4 covering the matrix, at most 16.
+        let side = |x: usize| (x.div_ceil(4) * 4).clamp(4, 16) as u32;
+        return direct(side(spec.m), side(spec.n), true);
+    }
+    let (m, n) = (spec.m, spec.n);
+    if m >= 128 && n >= 128 {
+        tiled(128, 128, 8, 8, 8, true)
+    } else if m >= 64 && n >= 64 {
         tiled(64, 64, 16, 4, 4, true)
+    } else {
+        tiled(32, 32, 8, 4, 4, true)
     }
 }
 
@@ -232,6 +272,14 @@ struct Params {
 /// Checks the variant's parameters against the shader's assumptions and the
 /// device limits.
 fn check_variant(gpu: &Gpu, v: &MatmulVariant) -> Result<()> {
+    if let MatmulVariant::Direct { tm, tn, .. } = *v {
+        ensure!(
+            [tm, tn].iter().all(|t| *t > 0 && t % 4 == 0 && *t <= 16),
+            "matmul variant {}: register tile sides must be 4, 8, 12 or 16",
+            v.name()
+        );
+        return Ok(());
+    }
     let MatmulVariant::Tiled {
         bm, bn, bk, tm, tn, ..
     } = *v
@@ -262,6 +310,19 @@ fn check_variant(gpu: &Gpu, v: &MatmulVariant) -> Result<()> {
         lim.max_compute_workgroup_storage_size
     );
     Ok(())
+}
+
+/// Whether A and B can be read with 16-byte loads: their contiguous
+/// dimension and (for batches) their batch stride must be multiples of 4.
+/// Tensor offsets are always 256-byte aligned.
+fn vec4_operands(s: &MatmulSpec, wanted: bool) -> (bool, bool) {
+    let stride = |x: usize| if s.batch == 1 { 0 } else { x };
+    let a_contig = if s.trans_a { s.m } else { s.k };
+    let b_contig = if s.trans_b { s.k } else { s.n };
+    (
+        wanted && a_contig % 4 == 0 && stride(s.stride_a) % 4 == 0,
+        wanted && b_contig % 4 == 0 && stride(s.stride_b) % 4 == 0,
+    )
 }
 
 /// Like [`matmul`] with an explicit variant (for benchmarks and tests).
@@ -388,11 +449,7 @@ pub fn matmul_with(
         } => {
             // 16-byte loads need the contiguous dimension and the batch
             // stride in multiples of 4 (tensor offsets are 256-byte aligned).
-            let a_contig = if s.trans_a { s.m } else { s.k };
-            let b_contig = if s.trans_b { s.k } else { s.n };
-            let va = vec4 && a_contig % 4 == 0 && eff(s.stride_a) % 4 == 0;
-            let vb = vec4 && b_contig % 4 == 0 && eff(s.stride_b) % 4 == 0;
-            let entry = match (va, vb) {
+            let entry = match vec4_operands(s, vec4) {
                 (false, false) => "tiled_ss",
                 (true, false) => "tiled_vs",
                 (false, true) => "tiled_sv",
@@ -404,6 +461,19 @@ pub fn matmul_with(
                 .constant("BK", bk)
                 .constant("TM", tm)
                 .constant("TN", tn)
+        }
+        MatmulVariant::Direct { tm, tn, vec4 } => {
+            let entry = match vec4_operands(s, vec4) {
+                (false, false) => "direct_ss",
+                (true, false) => "direct_vs",
+                (false, true) => "direct_sv",
+                (true, true) => "direct_vv",
+            };
+            trans(Kernel::new("matmul", entry))
+                .constant("DM", tm)
+                .constant("DN", tn)
+                .constant("DX", DIRECT_WG)
+                .constant("DY", DIRECT_WG)
         }
     };
     // Without a bias, binding 3 still needs a buffer: A, which is not read.

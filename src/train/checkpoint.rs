@@ -93,11 +93,18 @@ impl HfConfig {
             self.model_type
         );
         ensure!(
-            self.activation_function == "gelu_new" || self.activation_function == "gelu_pytorch_tanh",
+            self.activation_function == "gelu_new"
+                || self.activation_function == "gelu_pytorch_tanh",
             "config.json asks for activation {:?}; Kiln's GPT uses tanh-GELU (gelu_new)",
             self.activation_function
         );
-        let mut c = GptConfig::new(self.vocab_size, self.n_positions, self.n_embd, self.n_head, self.n_layer);
+        let mut c = GptConfig::new(
+            self.vocab_size,
+            self.n_positions,
+            self.n_embd,
+            self.n_head,
+            self.n_layer,
+        );
         c.layer_norm_epsilon = self.layer_norm_epsilon;
         c.validate()?;
         Ok(c)
@@ -108,10 +115,14 @@ impl HfConfig {
 pub fn load_config(dir: &Path) -> Result<GptConfig> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("no {} in {} (is this a Kiln or Hugging Face GPT-2 checkpoint directory?)", CONFIG_FILE, dir.display())
+        format!(
+            "no {} in {} (is this a Kiln or Hugging Face GPT-2 checkpoint directory?)",
+            CONFIG_FILE,
+            dir.display()
+        )
     })?;
-    let hf: HfConfig =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
+    let hf: HfConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
     hf.to_model()
 }
 
@@ -120,7 +131,10 @@ pub fn load_config(dir: &Path) -> Result<GptConfig> {
 /// (`h.0.attn.c_attn.weight`, `wte.weight`); returns None for tensors that
 /// are not parameters (the tied `lm_head.weight`, attention mask buffers).
 pub fn canonical_name(stored: &str) -> Option<String> {
-    if stored == "lm_head.weight" || stored.ends_with(".attn.bias") || stored.ends_with(".attn.masked_bias") {
+    if stored == "lm_head.weight"
+        || stored.ends_with(".attn.bias")
+        || stored.ends_with(".attn.masked_bias")
+    {
         return None;
     }
     if stored.starts_with("transformer.") {
@@ -178,7 +192,11 @@ fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTen
 }
 
 /// Writes `model.safetensors` and `config.json`.
-pub fn save_model(dir: &Path, cfg: &GptConfig, params: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+pub fn save_model(
+    dir: &Path,
+    cfg: &GptConfig,
+    params: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     save_safetensors(&dir.join(MODEL_FILE), &named("", params), &meta)?;
@@ -200,7 +218,9 @@ pub fn save_optimizer(
 
 /// Reads the AdamW moments: (m, v, t).
 #[allow(clippy::type_complexity)]
-pub fn load_optimizer(dir: &Path) -> Result<(BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, u32)> {
+pub fn load_optimizer(
+    dir: &Path,
+) -> Result<(BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, u32)> {
     let path = dir.join(OPTIMIZER_FILE);
     let (tensors, meta) = load_safetensors(&path)?;
     let t = meta

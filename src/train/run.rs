@@ -65,7 +65,11 @@ pub struct RunSummary {
 
 /// Loads the text and tokenizer a run uses. Returns (tokens, tokenizer,
 /// loss floor in nats per token where known).
-fn prepare_data(cfg: &RunConfig, out: &Path, resume: bool) -> Result<(Vec<u32>, Box<dyn Tokenizer>, Option<f64>)> {
+fn prepare_data(
+    cfg: &RunConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<(Vec<u32>, Box<dyn Tokenizer>, Option<f64>)> {
     let (text, floor) = match &cfg.data.path {
         Some(p) => (load_text(p)?, None),
         None => {
@@ -110,7 +114,11 @@ impl Progress {
         }
         let done = s.step as f64 / self.total.max(1) as f64;
         let elapsed = self.start.elapsed().as_secs_f64();
-        let eta = if done > 0.0 { elapsed * (1.0 - done) / done } else { 0.0 };
+        let eta = if done > 0.0 {
+            elapsed * (1.0 - done) / done
+        } else {
+            0.0
+        };
         let width = 24;
         let filled = (done * width as f64).round() as usize;
         let bar: String = "█".repeat(filled.min(width)) + &"·".repeat(width - filled.min(width));
@@ -144,7 +152,11 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         );
     }
     if opts.resume && !has_run {
-        bail!("--resume: no checkpoint in {} ({} is missing)", out.display(), STATE_FILE);
+        bail!(
+            "--resume: no checkpoint in {} ({} is missing)",
+            out.display(),
+            STATE_FILE
+        );
     }
     let resume = opts.resume && has_run;
     let cfg = if resume {
@@ -191,7 +203,10 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         state = serde_json::from_str(&std::fs::read_to_string(out.join(STATE_FILE))?)
             .with_context(|| format!("{} is corrupt", out.join(STATE_FILE).display()))?;
         let (m, v, adamw_t) = checkpoint::load_optimizer(out)?;
-        ensure!(adamw_t == state.adamw_t, "optimizer and trainer state disagree on the step");
+        ensure!(
+            adamw_t == state.adamw_t,
+            "optimizer and trainer state disagree on the step"
+        );
         trainer.opt.load_state(gpu, &m, &v, adamw_t)?;
         trainer.step = state.step;
         let mut log = MetricsLog::open_append(&out.join(METRICS_FILE))?;
@@ -221,7 +236,9 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     }
 
     let n_val = data.num_val_batches(t.batch, t.seq).min(t.eval_batches);
-    let val_batches: Vec<Batch> = (0..n_val).map(|i| data.val_batch(i, t.batch, t.seq)).collect::<Result<_>>()?;
+    let val_batches: Vec<Batch> = (0..n_val)
+        .map(|i| data.val_batch(i, t.batch, t.seq))
+        .collect::<Result<_>>()?;
     let end = opts.stop_after.map_or(t.steps, |s| s.min(t.steps));
     let tokens_per_step = (t.batch * t.seq * t.grad_accum) as u64;
     let progress = Progress {
@@ -236,7 +253,11 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let mut last_train: Option<f32> = None;
     let mut last_val: Option<f32> = None;
 
-    let report = |p: PendingStats, trainer: &Trainer, val: Option<f32>, metrics: &mut MetricsLog| -> Result<f32> {
+    let report = |p: PendingStats,
+                  trainer: &Trainer,
+                  val: Option<f32>,
+                  metrics: &mut MetricsLog|
+     -> Result<f32> {
         let s = pollster::block_on(p.get(trainer.gpu()))?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let tps = (s.step - start_step) as f64 * tokens_per_step as f64 / secs;
@@ -344,11 +365,23 @@ pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
             .collect()
     };
     let series = vec![
-        Series { name: "train".into(), points: pick("train_loss"), color: PALETTE[0] },
-        Series { name: "validation".into(), points: pick("val_loss"), color: PALETTE[1] },
+        Series {
+            name: "train".into(),
+            points: pick("train_loss"),
+            color: PALETTE[0],
+        },
+        Series {
+            name: "validation".into(),
+            points: pick("val_loss"),
+            color: PALETTE[1],
+        },
     ];
     let hlines: Vec<HLine> = floor
-        .map(|f| HLine { value: f, label: format!("entropy floor {f:.3}"), color: [120, 120, 120] })
+        .map(|f| HLine {
+            value: f,
+            label: format!("entropy floor {f:.3}"),
+            color: [120, 120, 120],
+        })
         .into_iter()
         .collect();
     line_chart_png(
