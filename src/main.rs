@@ -33,7 +33,7 @@ enum Cmd {
         json: bool,
     },
     /// Pretrain a GPT (causal language modelling).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Generate text from a checkpoint.
     Sample(SampleArgs),
     /// Validation loss and perplexity of a checkpoint on a text.
@@ -42,7 +42,7 @@ enum Cmd {
     Grads(GradsArgs),
 }
 
-#[derive(Args, Default)]
+#[derive(Args)]
 struct TrainArgs {
     /// Objective (only `gpt` so far).
     #[arg(long, default_value = "gpt")]
@@ -174,7 +174,7 @@ fn real_main() -> Result<()> {
     match cli.cmd {
         None => default_run(),
         Some(Cmd::Devices { json }) => devices(json),
-        Some(Cmd::Train(a)) => train(a),
+        Some(Cmd::Train(a)) => train(*a),
         Some(Cmd::Sample(a)) => sample(a),
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Grads(a)) => grads(a),
@@ -310,7 +310,7 @@ fn train(a: TrainArgs) -> Result<()> {
 
 fn load_run(
     dir: &std::path::Path,
-) -> Result<(kiln::model::gpt::GptConfig, Vec<(String, Vec<f32>)>)> {
+) -> Result<(kiln::model::gpt::GptConfig, kiln::model::HostParams)> {
     let cfg = kiln::train::checkpoint::load_config(dir)?;
     let params = kiln::train::checkpoint::load_params(dir, &cfg)?;
     Ok((cfg, params))

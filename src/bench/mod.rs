@@ -2,4 +2,6 @@
 //! command: timing of recorded dispatches on the GPU.
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod profile;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod timing;

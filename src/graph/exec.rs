@@ -126,6 +126,11 @@ impl Executor {
             .collect()
     }
 
+    /// The dispatches of each step (parallel to `graph.steps`).
+    pub fn step_dispatches(&self) -> &[Vec<Dispatch>] {
+        &self.dispatches
+    }
+
     pub fn dispatch_count(&self) -> usize {
         self.dispatches
             .iter()

@@ -376,7 +376,7 @@ impl Graph {
     ) -> Result<TensorId> {
         let s = self.shape(qkv).to_vec();
         ensure!(
-            s.len() == 3 && s[2] % 3 == 0,
+            s.len() == 3 && s[2].is_multiple_of(3),
             "attention: qkv must be [B, T, 3C], is {s:?}"
         );
         let (b, t, c) = (s[0], s[1], s[2] / 3);

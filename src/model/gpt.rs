@@ -60,7 +60,7 @@ impl GptConfig {
             "GPT config: sizes must be positive"
         );
         ensure!(
-            self.n_head > 0 && self.n_embd % self.n_head == 0,
+            self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
             "GPT config: n_embd ({}) must be divisible by n_head ({})",
             self.n_embd,
             self.n_head

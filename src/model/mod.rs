@@ -8,6 +8,9 @@ use anyhow::{anyhow, ensure, Result};
 use crate::graph::exec::TensorMap;
 use crate::runtime::Gpu;
 
+/// Parameters on the host: (name, values) in the model's order.
+pub type HostParams = Vec<(String, Vec<f32>)>;
+
 /// Uploads host parameters (name, data) with the shapes in `shapes`.
 pub fn upload_params(
     gpu: &Gpu,

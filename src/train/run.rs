@@ -63,13 +63,16 @@ pub struct RunSummary {
     pub out: PathBuf,
 }
 
-/// Loads the text and tokenizer a run uses. Returns (tokens, tokenizer,
-/// loss floor in nats per token where known).
-fn prepare_data(
-    cfg: &RunConfig,
-    out: &Path,
-    resume: bool,
-) -> Result<(Vec<u32>, Box<dyn Tokenizer>, Option<f64>)> {
+/// The text of a run, tokenized.
+struct RunData {
+    tokens: Vec<u32>,
+    tok: Box<dyn Tokenizer>,
+    /// Loss floor in nats per token, where known (built-in corpus, bytes).
+    floor: Option<f64>,
+}
+
+/// Loads the text and tokenizer a run uses.
+fn prepare_data(cfg: &RunConfig, out: &Path, resume: bool) -> Result<RunData> {
     let (text, floor) = match &cfg.data.path {
         Some(p) => (load_text(p)?, None),
         None => {
@@ -87,7 +90,7 @@ fn prepare_data(
     let tokens = tok.encode(&text);
     // The floor is per byte; with a byte tokenizer that is per token.
     let floor = floor.filter(|_| tok.kind() == "byte");
-    Ok((tokens, tok, floor))
+    Ok(RunData { tokens, tok, floor })
 }
 
 pub fn model_config(cfg: &RunConfig, vocab: usize) -> GptConfig {
@@ -168,7 +171,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     crate::io::atomic::write_atomic(&out.join(RUN_CONFIG_FILE), cfg.to_toml().as_bytes())?;
 
-    let (tokens, tok, floor) = prepare_data(&cfg, out, resume)?;
+    let RunData { tokens, tok, floor } = prepare_data(&cfg, out, resume)?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     let model = if resume {
         checkpoint::load_config(out)?
@@ -275,7 +278,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             .map(|i| data.train_batch(t.seed, step * t.grad_accum as u64 + i, t.batch, t.seq))
             .collect::<Result<_>>()?;
         let last = step + 1 == end;
-        let want = last || (step + 1) % t.log_every.max(1) == 0;
+        let want = last || (step + 1).is_multiple_of(t.log_every.max(1));
         let p = trainer.train_step(&micro, want)?;
         state.step += 1;
         state.tokens_seen += tokens_per_step;
@@ -285,7 +288,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             last_train = Some(report(prev, &trainer, None, &mut metrics)?);
         }
         pending = p;
-        let eval_due = last || (t.eval_every > 0 && state.step % t.eval_every == 0);
+        let eval_due = last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));
         if eval_due && !val_batches.is_empty() {
             if let Some(prev) = pending.take() {
                 last_train = Some(report(prev, &trainer, None, &mut metrics)?);
@@ -295,7 +298,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             state.best_val_loss = Some(state.best_val_loss.map_or(v, |b| b.min(v)));
             metrics.log(&json!({ "step": state.step, "val_loss": v }))?;
         }
-        let ckpt_due = last || (t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0);
+        let ckpt_due =
+            last || (t.checkpoint_every > 0 && state.step.is_multiple_of(t.checkpoint_every));
         if ckpt_due {
             if let Some(prev) = pending.take() {
                 last_train = Some(report(prev, &trainer, last_val, &mut metrics)?);
