@@ -40,6 +40,30 @@ enum Cmd {
     Eval(EvalArgs),
     /// One forward and backward pass on one batch; writes logits, loss and every gradient.
     Grads(GradsArgs),
+    /// Print a GPT's graph: ops, shapes, bytes, buffer assignment and the memory plan (no GPU needed).
+    Graph(GraphArgs),
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 64)]
+    embd: usize,
+    #[arg(long, default_value_t = 256)]
+    vocab: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 64)]
+    seq: usize,
+    /// Forward pass only (no backward steps).
+    #[arg(long)]
+    forward_only: bool,
+    /// Only the memory summary line.
+    #[arg(long)]
+    summary: bool,
 }
 
 #[derive(Args)]
@@ -178,6 +202,7 @@ fn real_main() -> Result<()> {
         Some(Cmd::Sample(a)) => sample(a),
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Grads(a)) => grads(a),
+        Some(Cmd::Graph(a)) => graph(a),
     }
 }
 
@@ -435,5 +460,33 @@ fn grads(a: GradsArgs) -> Result<()> {
         out.len() - 2,
         a.out.display()
     );
+    Ok(())
+}
+
+fn graph(a: GraphArgs) -> Result<()> {
+    use kiln::model::gpt::{build, BuildOptions, GptConfig};
+    let cfg = GptConfig::new(a.vocab, a.seq, a.embd, a.heads, a.layers);
+    let built = build(
+        &cfg,
+        &BuildOptions {
+            batch: a.batch,
+            seq: a.seq,
+            training: !a.forward_only,
+            keep_logits: false,
+            grad_scale: 1.0,
+        },
+    )?;
+    let plan = kiln::graph::plan::plan(&built.graph)?;
+    let text = built.graph.dump(Some(&plan));
+    if a.summary {
+        println!(
+            "{}",
+            text.lines()
+                .find(|l| l.starts_with("memory:"))
+                .unwrap_or("")
+        );
+    } else {
+        print!("{text}");
+    }
     Ok(())
 }
