@@ -334,3 +334,82 @@ fn grads_match_the_cpu_reference_on_random_configs() {
         }
     }
 }
+
+#[test]
+fn gradient_accumulation_equals_one_big_batch() {
+    // Two micro-batches of B rows with the loss scaled by 1/2 give the
+    // gradient of one batch of 2B rows (all targets counted, equal counts).
+    let r = Reference::load("gpt_small_v64.safetensors");
+    let opt = parity_optimizer(&r);
+    let n = r.batch * r.seq;
+    let mut rng = Rng::new(5);
+    let mut tok = |k: usize| -> Vec<i32> {
+        (0..k)
+            .map(|_| rng.below(r.cfg.vocab_size as u64) as i32)
+            .collect()
+    };
+    let (x1, y1, x2, y2) = (tok(n), tok(n), tok(n), tok(n));
+    let mut acc = Trainer::new(gpu(), &r.cfg, &opt, r.batch, r.seq, 2, &r.params).unwrap();
+    let p = acc
+        .train_step(&[(x1.clone(), y1.clone()), (x2.clone(), y2.clone())], true)
+        .unwrap()
+        .unwrap();
+    let la = pollster::block_on(p.get(gpu())).unwrap();
+    let mut big = Trainer::new(gpu(), &r.cfg, &opt, 2 * r.batch, r.seq, 1, &r.params).unwrap();
+    let xb = [x1, x2].concat();
+    let yb = [y1, y2].concat();
+    let p = big.train_step(&[(xb, yb)], true).unwrap().unwrap();
+    let lb = pollster::block_on(p.get(gpu())).unwrap();
+    assert!(
+        (la.loss - lb.loss).abs() < 1e-5,
+        "loss {} vs {}",
+        la.loss,
+        lb.loss
+    );
+    assert!(
+        (la.grad_norm - lb.grad_norm).abs() < 1e-5 * lb.grad_norm.max(1.0),
+        "{} vs {}",
+        la.grad_norm,
+        lb.grad_norm
+    );
+    // Compare the gradients (still in place after the step); Adam's first
+    // update, ±lr·sign(g), would amplify rounding in near-zero gradients.
+    let (ga, gb) = (acc.executor().param_grads(), big.executor().param_grads());
+    for ((n, a), (_, b)) in ga.iter().zip(&gb) {
+        let (a, b) = (a.read_f32(gpu()), b.read_f32(gpu()));
+        let (a, b) = (
+            pollster::block_on(a).unwrap(),
+            pollster::block_on(b).unwrap(),
+        );
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let tol = 1e-7 + 1e-4 * y.abs();
+            assert!(
+                (x - y).abs() <= tol,
+                "grad.{n}[{i}]: accumulated {x} vs big batch {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn learning_rate_schedule_warms_up_then_follows_a_cosine() {
+    let o = OptimizerConfig {
+        lr: 1.0,
+        min_lr: 0.1,
+        warmup_steps: 10,
+        decay_steps: 110,
+        ..Default::default()
+    };
+    assert!((o.lr_at(0) - 0.1).abs() < 1e-7);
+    assert!((o.lr_at(9) - 1.0).abs() < 1e-7);
+    assert!((o.lr_at(10) - 1.0).abs() < 1e-7);
+    assert!(
+        (o.lr_at(60) - 0.55).abs() < 1e-6,
+        "halfway down the cosine: {}",
+        o.lr_at(60)
+    );
+    assert!((o.lr_at(110) - 0.1).abs() < 1e-7 && (o.lr_at(1000) - 0.1).abs() < 1e-7);
+    for s in 10..110 {
+        assert!(o.lr_at(s + 1) <= o.lr_at(s), "not monotone at {s}");
+    }
+}

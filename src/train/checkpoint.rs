@@ -51,6 +51,12 @@ pub struct HfConfig {
     pub attn_pdrop: f32,
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Written as null: Kiln's vocabularies have no special tokens unless a
+    /// GPT-2 tokenizer brings them (`transformers` otherwise assumes 50256).
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
 }
 
 fn gpt2_type() -> String {
@@ -83,6 +89,8 @@ impl HfConfig {
             embd_pdrop: 0.0,
             attn_pdrop: 0.0,
             tie_word_embeddings: true,
+            bos_token_id: None,
+            eos_token_id: None,
         }
     }
 
@@ -239,4 +247,70 @@ pub fn load_optimizer(
         }
     }
     Ok((m, v, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_gpt2_names_are_accepted() {
+        assert_eq!(
+            canonical_name("h.0.attn.c_attn.weight").as_deref(),
+            Some("transformer.h.0.attn.c_attn.weight")
+        );
+        assert_eq!(
+            canonical_name("wte.weight").as_deref(),
+            Some("transformer.wte.weight")
+        );
+        assert_eq!(
+            canonical_name("transformer.ln_f.bias").as_deref(),
+            Some("transformer.ln_f.bias")
+        );
+        assert_eq!(canonical_name("lm_head.weight"), None);
+        assert_eq!(canonical_name("h.3.attn.bias"), None);
+        assert_eq!(canonical_name("h.3.attn.masked_bias"), None);
+    }
+
+    #[test]
+    fn unprefixed_checkpoint_with_tied_head_loads_and_bad_shapes_are_named() {
+        let cfg = GptConfig::new(11, 5, 4, 2, 1);
+        let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let params = cfg.init_params(3);
+        // Written the way the published gpt2 weights are: no prefix, plus the
+        // tied head and mask buffers.
+        let mut ts: Vec<NamedTensor> = cfg
+            .param_shapes()
+            .iter()
+            .zip(&params)
+            .map(|((n, s), (_, d))| {
+                NamedTensor::f32(n.trim_start_matches("transformer."), s.clone(), d.clone())
+            })
+            .collect();
+        ts.push(NamedTensor::f32(
+            "lm_head.weight",
+            vec![11, 4],
+            params[0].1.clone(),
+        ));
+        ts.push(NamedTensor::f32(
+            "h.0.attn.bias",
+            vec![1, 1, 5, 5],
+            vec![1.0; 25],
+        ));
+        save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
+        write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(&cfg)).unwrap();
+        assert_eq!(load_config(&dir).unwrap(), cfg);
+        let loaded = load_params(&dir, &cfg).unwrap();
+        assert_eq!(loaded, params);
+        // A config that does not match the tensors is refused with the name.
+        let wrong = GptConfig::new(11, 5, 6, 2, 1);
+        let err = load_params(&dir, &wrong).unwrap_err().to_string();
+        assert!(
+            err.contains("transformer.wte.weight") && err.contains("shape"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
