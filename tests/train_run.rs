@@ -200,3 +200,105 @@ fn validation_loss_falls_on_moby_dick() {
     );
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// `kiln grads` end to end, as a user runs it: a checkpoint directory and a
+/// tokens file in, logits, loss and every gradient out, checked against the
+/// independent f64 CPU implementation of GPT-2.
+#[test]
+fn kiln_grads_command_matches_the_cpu_reference() {
+    use kiln::io::checkpoint::{load_safetensors, save_safetensors, tensors_by_name, NamedTensor};
+    use kiln::model::gpt::GptConfig;
+    use kiln::reference::gpt::{forward_backward, GptShape};
+    let dir = tmp("grads");
+    let cfg = GptConfig::new(23, 9, 12, 3, 2);
+    let mut rng = kiln::util::Rng::new(77);
+    let params: Vec<(String, Vec<f32>)> = cfg
+        .init_params(4)
+        .into_iter()
+        .map(|(n, d)| {
+            (
+                n,
+                d.into_iter()
+                    .map(|x| x + 0.05 * rng.normal() as f32)
+                    .collect(),
+            )
+        })
+        .collect();
+    let host: Vec<(String, Vec<usize>, Vec<f32>)> = cfg
+        .param_shapes()
+        .into_iter()
+        .zip(&params)
+        .map(|((n, s), (_, d))| (n, s, d.clone()))
+        .collect();
+    kiln::train::checkpoint::save_model(&dir, &cfg, &host).unwrap();
+    let (b, t) = (2, 7);
+    let inputs: Vec<i32> = (0..b * t).map(|_| rng.below(23) as i32).collect();
+    let targets: Vec<i32> = (0..b * t)
+        .map(|i| if i == 3 { -1 } else { rng.below(23) as i32 })
+        .collect();
+    let tokens = dir.join("batch.safetensors");
+    save_safetensors(
+        &tokens,
+        &[
+            NamedTensor::i32("inputs", vec![b, t], inputs.clone()),
+            NamedTensor::i32("targets", vec![b, t], targets.clone()),
+        ],
+        &Default::default(),
+    )
+    .unwrap();
+    let out = dir.join("grads.safetensors");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["grads", "--checkpoint"])
+        .arg(&dir)
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = tensors_by_name(load_safetensors(&out).unwrap().0).unwrap();
+    let shape = GptShape {
+        vocab_size: 23,
+        n_positions: 9,
+        n_embd: 12,
+        n_head: 3,
+        n_layer: 2,
+        eps: 1e-5,
+    };
+    let flat: Vec<Vec<f32>> = params.iter().map(|(_, d)| d.clone()).collect();
+    let want = forward_backward(&shape, &flat, &inputs, &targets, b, t);
+    let logits = got["logits"].f32_with_shape(&[b, t, 23]).unwrap();
+    for (g, w) in logits.iter().zip(&want.logits) {
+        assert!((*g as f64 - w).abs() < 1e-5, "logit {g} vs {w}");
+    }
+    let loss = got["loss"].f32_with_shape(&[1]).unwrap()[0] as f64;
+    assert!(
+        (loss - want.loss).abs() < 1e-5,
+        "loss {loss} vs {}",
+        want.loss
+    );
+    for ((name, shape), (_, w)) in cfg.param_shapes().iter().zip(&want.grads) {
+        let g = got[&format!("grad.{name}")].f32_with_shape(shape).unwrap();
+        for (x, y) in g.iter().zip(w) {
+            assert!(
+                (*x as f64 - y).abs() <= 1e-6 + 1e-3 * y.abs(),
+                "grad.{name}: {x} vs {y}"
+            );
+        }
+    }
+    // Wrong input gets a clear message, not a crash.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["grads", "--checkpoint"])
+        .arg(&dir)
+        .arg("--tokens")
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(msg.contains("inputs"), "{msg}");
+    let _ = std::fs::remove_dir_all(dir);
+}
