@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             training: true,
             keep_logits: false,
             grad_scale: 1.0,
+            ..Default::default()
         },
     )?;
     let exec = Executor::new(&gpu, g.graph, &params)?;

@@ -8,6 +8,7 @@
 mod common;
 
 mod adamw;
+mod attention;
 mod crossentropy;
 mod elementwise;
 mod embedding;

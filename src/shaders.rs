@@ -21,6 +21,7 @@ shaders!(
     "crossentropy",
     "embedding",
     "adamw",
+    "attention",
 );
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -5,7 +5,9 @@
 //! - against the independent f64 CPU reference (`kiln::reference::gpt`) on
 //!   randomly drawn small configurations;
 //! - determinism: two runs give identical bits, and save → load → resume
-//!   gives the bits of an uninterrupted run.
+//!   gives the bits of an uninterrupted run;
+//! - attention: the default is the fused kernel; the unfused path is checked
+//!   against PyTorch and the CPU reference too, and against the fused one.
 //!
 //! Tolerances (PyTorch computes in f32 on the CPU with another summation
 //! order; we accumulate in f32 on the GPU): logits max abs error ≤ 1e-4,
@@ -16,10 +18,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use kiln::graph::{AttentionImpl, Executor};
 use kiln::io::checkpoint::{load_safetensors, tensors_by_name, NamedTensor, TensorData};
-use kiln::model::gpt::GptConfig;
+use kiln::model::gpt::{build, BuildOptions, GptConfig};
+use kiln::model::upload_params;
 use kiln::runtime::{Gpu, GpuOptions, LimitsPolicy};
-use kiln::train::grads::grads_pass;
+use kiln::train::grads::grads_pass_with;
 use kiln::train::{OptimizerConfig, Trainer};
 use kiln::util::Rng;
 
@@ -105,10 +109,9 @@ fn max_abs(a: &[f32], b: &[f32]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-#[test]
-fn logits_loss_and_every_gradient_match_pytorch() {
+fn check_pytorch_parity(attention: AttentionImpl) {
     let r = Reference::load("gpt_reference.safetensors");
-    let out = pollster::block_on(grads_pass(
+    let out = pollster::block_on(grads_pass_with(
         gpu(),
         &r.cfg,
         &r.params,
@@ -116,11 +119,12 @@ fn logits_loss_and_every_gradient_match_pytorch() {
         &r.targets,
         r.batch,
         r.seq,
+        attention,
     ))
     .unwrap();
     let logit_err = max_abs(&out.logits, r.f32("logits"));
     let loss_err = (out.loss as f64 - r.f32("loss")[0] as f64).abs();
-    eprintln!("logits max abs err {logit_err:.3e}, loss err {loss_err:.3e}");
+    eprintln!("{attention:?}: logits max abs err {logit_err:.3e}, loss err {loss_err:.3e}");
     assert!(
         logit_err <= 1e-4,
         "logits max abs error {logit_err:e} > 1e-4"
@@ -139,7 +143,104 @@ fn logits_loss_and_every_gradient_match_pytorch() {
             );
             worst = worst.max(err / tol);
         }
-        eprintln!("grad.{name}: worst error / tolerance = {worst:.4}");
+        eprintln!("{attention:?}: grad.{name}: worst error / tolerance = {worst:.4}");
+    }
+}
+
+/// The default (fused attention) graph against PyTorch.
+#[test]
+fn logits_loss_and_every_gradient_match_pytorch() {
+    assert_eq!(AttentionImpl::default(), AttentionImpl::Fused);
+    check_pytorch_parity(AttentionImpl::default());
+}
+
+/// The unfused attention path stays selectable and exact.
+#[test]
+fn logits_loss_and_every_gradient_match_pytorch_with_unfused_attention() {
+    check_pytorch_parity(AttentionImpl::Unfused);
+}
+
+/// Fused attention keeps no T×T tensor and needs fewer dispatches than the
+/// unfused path; both give the same loss and gradients to f32 rounding.
+#[test]
+fn fused_attention_drops_the_txt_tensors_and_dispatches() {
+    let r = Reference::load("gpt_reference.safetensors");
+    let (b, t) = (r.batch, r.seq);
+    let mut counts = Vec::new();
+    for attention in [AttentionImpl::Unfused, AttentionImpl::Fused] {
+        let built = build(
+            &r.cfg,
+            &BuildOptions {
+                batch: b,
+                seq: t,
+                training: true,
+                attention,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let txt = built
+            .graph
+            .tensors
+            .iter()
+            .filter(|d| d.shape.ends_with(&[t, t]))
+            .count();
+        let attn_steps = built
+            .graph
+            .steps
+            .iter()
+            .filter(|s| s.name().starts_with("attention"))
+            .count();
+        let params = upload_params(gpu(), &r.cfg.param_shapes(), &r.params).unwrap();
+        let exec = Executor::new(gpu(), built.graph, &params).unwrap();
+        let n = exec.dispatch_count();
+        eprintln!(
+            "{attention:?}: {n} dispatches per step, {txt} [.., T, T] tensors, {attn_steps} fused \
+             attention steps, planned activations {:.2} MiB",
+            exec.plan.planned_bytes() as f64 / (1 << 20) as f64
+        );
+        match attention {
+            AttentionImpl::Unfused => assert_eq!(txt, 4 * r.cfg.n_layer),
+            AttentionImpl::Fused => {
+                assert_eq!(txt, 0, "the fused graph holds a T×T tensor");
+                assert_eq!(attn_steps, 2 * r.cfg.n_layer);
+            }
+        }
+        counts.push(n);
+    }
+    // Per layer: scores matmul + softmax + p·v become one forward dispatch;
+    // two matmuls, softmax backward and two more become three backward passes.
+    assert_eq!(counts[0] - counts[1], 4 * r.cfg.n_layer, "{counts:?}");
+
+    let run = |attention| {
+        pollster::block_on(grads_pass_with(
+            gpu(),
+            &r.cfg,
+            &r.params,
+            &r.inputs,
+            &r.targets,
+            b,
+            t,
+            attention,
+        ))
+        .unwrap()
+    };
+    let (u, f) = (run(AttentionImpl::Unfused), run(AttentionImpl::Fused));
+    let logit_diff = max_abs(&u.logits, &f.logits);
+    eprintln!(
+        "fused vs unfused: logits max abs diff {logit_diff:.3e}, loss {} vs {}",
+        f.loss, u.loss
+    );
+    assert!(logit_diff <= 1e-5, "logits differ by {logit_diff:e}");
+    assert!((u.loss - f.loss).abs() <= 1e-6);
+    for ((name, _, gu), (_, _, gf)) in u.grads.iter().zip(&f.grads) {
+        for (i, (a, b)) in gf.iter().zip(gu).enumerate() {
+            let tol = 1e-6 + 1e-4 * (*b as f64).abs();
+            assert!(
+                (*a as f64 - *b as f64).abs() <= tol,
+                "grad.{name}[{i}]: fused {a} vs unfused {b}"
+            );
+        }
     }
 }
 
@@ -290,16 +391,6 @@ fn grads_match_the_cpu_reference_on_random_configs() {
                 }
             })
             .collect();
-        let out = pollster::block_on(grads_pass(
-            gpu(),
-            &cfg,
-            &params,
-            &inputs,
-            &targets,
-            batch,
-            seq,
-        ))
-        .unwrap();
         let shape = GptShape {
             vocab_size: cfg.vocab_size,
             n_positions: cfg.n_positions,
@@ -311,25 +402,38 @@ fn grads_match_the_cpu_reference_on_random_configs() {
         let flat: Vec<Vec<f32>> = params.iter().map(|(_, d)| d.clone()).collect();
         let want = forward_backward(&shape, &flat, &inputs, &targets, batch, seq);
         let logits: Vec<f32> = want.logits.iter().map(|x| *x as f32).collect();
-        let err = max_abs(&out.logits, &logits);
-        assert!(
-            err <= 1e-5,
-            "case {case} {cfg:?} B={batch} T={seq}: logits err {err:e}"
-        );
-        assert!(
-            (out.loss as f64 - want.loss).abs() <= 1e-5,
-            "case {case}: loss {} vs {}",
-            out.loss,
-            want.loss
-        );
-        for ((name, _, g), (wname, w)) in out.grads.iter().zip(&want.grads) {
-            assert_eq!(name, wname);
-            for (i, (a, b)) in g.iter().zip(w).enumerate() {
-                let tol = 1e-6 + 1e-3 * b.abs();
-                assert!(
+        for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
+            let out = pollster::block_on(grads_pass_with(
+                gpu(),
+                &cfg,
+                &params,
+                &inputs,
+                &targets,
+                batch,
+                seq,
+                attention,
+            ))
+            .unwrap();
+            let err = max_abs(&out.logits, &logits);
+            assert!(
+                err <= 1e-5,
+                "case {case} {attention:?} {cfg:?} B={batch} T={seq}: logits err {err:e}"
+            );
+            assert!(
+                (out.loss as f64 - want.loss).abs() <= 1e-5,
+                "case {case}: loss {} vs {}",
+                out.loss,
+                want.loss
+            );
+            for ((name, _, g), (wname, w)) in out.grads.iter().zip(&want.grads) {
+                assert_eq!(name, wname);
+                for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                    let tol = 1e-6 + 1e-3 * b.abs();
+                    assert!(
                     (*a as f64 - b).abs() <= tol,
-                    "case {case} {cfg:?} B={batch} T={seq}: grad.{name}[{i}] = {a} vs reference {b}"
+                    "case {case} {attention:?} {cfg:?} B={batch} T={seq}: grad.{name}[{i}] = {a} vs reference {b}"
                 );
+                }
             }
         }
     }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use anyhow::{bail, ensure, Result};
 
 use super::step::{head_layouts, lower_forward, Step};
-use super::{FwdOp, Graph, Role, TensorId};
+use super::{AttentionSaved, FwdOp, Graph, Role, TensorId};
 use crate::kernels::matmul::MatmulSpec;
 use crate::runtime::numel;
 
@@ -251,60 +251,79 @@ impl Backward<'_> {
                 let (b, h, t, d) = (attn.batch, attn.heads, attn.seq, attn.head_dim);
                 let bh = b * h;
                 let scale = 1.0 / (d as f32).sqrt();
+                let (q, k, v, y_heads) = saved.qkv_out();
                 let dy_h = self.g.planned("grad.attn.y_heads", &[b, h, t, d]);
-                let dprobs = self.g.planned("grad.attn.probs", &[bh, t, t]);
-                let dscores = self.g.planned("grad.attn.scores", &[bh, t, t]);
                 let dq = self.g.planned("grad.attn.q", &[b, h, t, d]);
                 let dk = self.g.planned("grad.attn.k", &[b, h, t, d]);
                 let dv = self.g.planned("grad.attn.v", &[b, h, t, d]);
-                let s = &mut self.steps;
-                s.push(Step::ToHeads {
+                self.steps.push(Step::ToHeads {
                     layout: out_l,
                     src: dy,
                     dst: dy_h,
                 });
-                // y = P·V: dP = dY·Vᵀ, dV = Pᵀ·dY.
-                let dp_spec = MatmulSpec::new(t, t, d).batched(bh).trans_b(true);
-                s.push(Step::Matmul {
-                    spec: dp_spec,
-                    a: dy_h,
-                    b: saved.v,
-                    bias: None,
-                    c: dprobs,
-                });
-                let dv_spec = MatmulSpec::new(t, d, t).batched(bh).trans_a(true);
-                s.push(Step::Matmul {
-                    spec: dv_spec,
-                    a: saved.probs,
-                    b: dy_h,
-                    bias: None,
-                    c: dv,
-                });
-                s.push(Step::SoftmaxBackward {
-                    y: saved.probs,
-                    dy: dprobs,
-                    dx: dscores,
-                });
-                // S = scale·Q·Kᵀ: dQ = scale·dS·K, dK = scale·dSᵀ·Q.
-                let dq_spec = MatmulSpec::new(t, d, t).batched(bh).alpha(scale);
-                s.push(Step::Matmul {
-                    spec: dq_spec,
-                    a: dscores,
-                    b: saved.k,
-                    bias: None,
-                    c: dq,
-                });
-                let dk_spec = MatmulSpec::new(t, d, t)
-                    .batched(bh)
-                    .trans_a(true)
-                    .alpha(scale);
-                s.push(Step::Matmul {
-                    spec: dk_spec,
-                    a: dscores,
-                    b: saved.q,
-                    bias: None,
-                    c: dk,
-                });
+                match saved {
+                    AttentionSaved::Fused { lse, .. } => {
+                        self.steps.push(Step::AttentionBackward {
+                            attn,
+                            q,
+                            k,
+                            v,
+                            o: y_heads,
+                            lse,
+                            d_o: dy_h,
+                            dq,
+                            dk,
+                            dv,
+                        });
+                    }
+                    AttentionSaved::Unfused { probs, .. } => {
+                        let dprobs = self.g.planned("grad.attn.probs", &[bh, t, t]);
+                        let dscores = self.g.planned("grad.attn.scores", &[bh, t, t]);
+                        let s = &mut self.steps;
+                        // y = P·V: dP = dY·Vᵀ, dV = Pᵀ·dY.
+                        let dp_spec = MatmulSpec::new(t, t, d).batched(bh).trans_b(true);
+                        s.push(Step::Matmul {
+                            spec: dp_spec,
+                            a: dy_h,
+                            b: v,
+                            bias: None,
+                            c: dprobs,
+                        });
+                        let dv_spec = MatmulSpec::new(t, d, t).batched(bh).trans_a(true);
+                        s.push(Step::Matmul {
+                            spec: dv_spec,
+                            a: probs,
+                            b: dy_h,
+                            bias: None,
+                            c: dv,
+                        });
+                        s.push(Step::SoftmaxBackward {
+                            y: probs,
+                            dy: dprobs,
+                            dx: dscores,
+                        });
+                        // S = scale·Q·Kᵀ: dQ = scale·dS·K, dK = scale·dSᵀ·Q.
+                        let dq_spec = MatmulSpec::new(t, d, t).batched(bh).alpha(scale);
+                        s.push(Step::Matmul {
+                            spec: dq_spec,
+                            a: dscores,
+                            b: k,
+                            bias: None,
+                            c: dq,
+                        });
+                        let dk_spec = MatmulSpec::new(t, d, t)
+                            .batched(bh)
+                            .trans_a(true)
+                            .alpha(scale);
+                        s.push(Step::Matmul {
+                            spec: dk_spec,
+                            a: dscores,
+                            b: q,
+                            bias: None,
+                            c: dk,
+                        });
+                    }
+                }
                 // The three from_heads fill disjoint thirds of d(qkv).
                 let (dst, acc) = match self.target(qkv) {
                     Target::Fresh(t) => (t, None),

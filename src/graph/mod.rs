@@ -62,11 +62,16 @@ impl TensorDesc {
 }
 
 /// Which attention kernels to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionImpl {
     /// q·kᵀ, softmax and p·v as separate kernels, materialising the T×T
     /// probabilities. The reference path.
     Unfused,
+    /// One FlashAttention-style kernel forward (online softmax over key
+    /// tiles, saving only the row log-sum-exp) and three backward passes
+    /// (`kernels::attention`): no T×T tensor at all.
+    #[default]
+    Fused,
 }
 
 /// A model-level op: the unit of the gradient rules in [`autodiff`].
@@ -134,18 +139,42 @@ pub struct AttentionShape {
     pub causal: bool,
 }
 
-/// Intermediates of the unfused attention kept for the backward pass.
+/// Intermediates of an attention op kept for the backward pass. q, k, v and
+/// the output are head-major [B, H, T, D] in both variants.
 #[derive(Clone, Debug)]
-pub struct AttentionSaved {
-    pub q: TensorId,
-    pub k: TensorId,
-    pub v: TensorId,
-    /// Raw scores q·kᵀ [B·H, T, T]: a temporary, dead once softmax ran.
-    pub scores: TensorId,
-    /// Probabilities [B·H, T, T].
-    pub probs: TensorId,
-    /// Output in head-major layout [B, H, T, D].
-    pub y_heads: TensorId,
+pub enum AttentionSaved {
+    Unfused {
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        /// Raw scores q·kᵀ [B·H, T, T]: a temporary, dead once softmax ran.
+        scores: TensorId,
+        /// Probabilities [B·H, T, T].
+        probs: TensorId,
+        y_heads: TensorId,
+    },
+    Fused {
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        y_heads: TensorId,
+        /// Row log-sum-exp of the scaled, masked scores [B·H, T].
+        lse: TensorId,
+    },
+}
+
+impl AttentionSaved {
+    /// (q, k, v, output), head-major.
+    pub fn qkv_out(&self) -> (TensorId, TensorId, TensorId, TensorId) {
+        match *self {
+            AttentionSaved::Unfused {
+                q, k, v, y_heads, ..
+            }
+            | AttentionSaved::Fused {
+                q, k, v, y_heads, ..
+            } => (q, k, v, y_heads),
+        }
+    }
 }
 
 /// A model's computation at one batch shape: tensors, forward ops, and (once
@@ -163,13 +192,23 @@ pub struct Graph {
     /// How many of `steps` are the forward pass.
     pub n_forward_steps: usize,
     pub training: bool,
+    /// The attention kernels [`Graph::self_attention`] lowers to (None: the
+    /// default, [`AttentionImpl::Fused`]).
     pub attention: Option<AttentionImpl>,
 }
 
 impl Graph {
     pub fn new() -> Self {
         Self {
-            attention: Some(AttentionImpl::Unfused),
+            attention: Some(AttentionImpl::default()),
+            ..Default::default()
+        }
+    }
+
+    /// A graph whose attention ops use `attention`.
+    pub fn with_attention(attention: AttentionImpl) -> Self {
+        Self {
+            attention: Some(attention),
             ..Default::default()
         }
     }
@@ -395,18 +434,32 @@ impl Graph {
         let q = self.planned("attn.q", &[b, heads, t, d]);
         let k = self.planned("attn.k", &[b, heads, t, d]);
         let v = self.planned("attn.v", &[b, heads, t, d]);
-        let scores = self.planned("attn.scores", &[b * heads, t, t]);
-        let probs = self.planned("attn.probs", &[b * heads, t, t]);
-        let y_heads = self.planned("attn.y_heads", &[b, heads, t, d]);
-        let out = self.planned("attn.out", &[b, t, c]);
-        let saved = AttentionSaved {
-            q,
-            k,
-            v,
-            scores,
-            probs,
-            y_heads,
+        let saved = match self.attention.unwrap_or_default() {
+            AttentionImpl::Unfused => AttentionSaved::Unfused {
+                q,
+                k,
+                v,
+                scores: self.planned("attn.scores", &[b * heads, t, t]),
+                probs: self.planned("attn.probs", &[b * heads, t, t]),
+                y_heads: self.planned("attn.y_heads", &[b, heads, t, d]),
+            },
+            AttentionImpl::Fused => {
+                ensure!(
+                    d <= crate::kernels::attention::MAX_HEAD_DIM,
+                    "attention: head_dim {d} exceeds the fused kernel's {}; use \
+                     AttentionImpl::Unfused",
+                    crate::kernels::attention::MAX_HEAD_DIM
+                );
+                AttentionSaved::Fused {
+                    q,
+                    k,
+                    v,
+                    y_heads: self.planned("attn.y_heads", &[b, heads, t, d]),
+                    lse: self.planned("attn.lse", &[b * heads, t]),
+                }
+            }
         };
+        let out = self.planned("attn.out", &[b, t, c]);
         self.ops.push(FwdOp::Attention {
             qkv,
             out,

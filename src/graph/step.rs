@@ -2,12 +2,14 @@
 
 use anyhow::Result;
 
-use super::{AttentionShape, FwdOp, Graph, TensorId};
+use super::{AttentionSaved, AttentionShape, FwdOp, Graph, TensorId};
+use crate::kernels::attention::AttentionSpec;
 use crate::kernels::gelu::GeluKind;
 use crate::kernels::heads::HeadLayout;
 use crate::kernels::matmul::MatmulSpec;
 use crate::kernels::{
-    crossentropy, elementwise, embedding, gelu, heads, layernorm, matmul, reduce, softmax,
+    attention, crossentropy, elementwise, embedding, gelu, heads, layernorm, matmul, reduce,
+    softmax,
 };
 use crate::runtime::{Dispatch, Gpu, Tensor};
 
@@ -96,6 +98,29 @@ pub enum Step {
         dy: TensorId,
         dx: TensorId,
     },
+    /// Fused attention forward on head-major q, k, v: writes o and the row
+    /// log-sum-exp.
+    Attention {
+        attn: AttentionShape,
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        o: TensorId,
+        lse: TensorId,
+    },
+    /// Fused attention backward: overwrites dq, dk, dv.
+    AttentionBackward {
+        attn: AttentionShape,
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        o: TensorId,
+        lse: TensorId,
+        d_o: TensorId,
+        dq: TensorId,
+        dk: TensorId,
+        dv: TensorId,
+    },
     ToHeads {
         layout: HeadLayout,
         src: TensorId,
@@ -133,6 +158,8 @@ impl Step {
             Step::Copy { .. } => "copy",
             Step::Softmax { .. } => "softmax",
             Step::SoftmaxBackward { .. } => "softmax_backward",
+            Step::Attention { .. } => "attention",
+            Step::AttentionBackward { .. } => "attention_backward",
             Step::ToHeads { .. } => "to_heads",
             Step::FromHeads { .. } => "from_heads",
             Step::CrossEntropy { .. } => "cross_entropy",
@@ -200,6 +227,16 @@ impl Step {
             Step::Copy { src, .. } => vec![src],
             Step::Softmax { x, .. } => vec![x],
             Step::SoftmaxBackward { y, dy, .. } => vec![y, dy],
+            Step::Attention { q, k, v, .. } => vec![q, k, v],
+            Step::AttentionBackward {
+                q,
+                k,
+                v,
+                o,
+                lse,
+                d_o,
+                ..
+            } => vec![q, k, v, o, lse, d_o],
             Step::ToHeads { src, .. } => vec![src],
             // Writes only some columns: the others must already hold values
             // (or be written by sibling steps), so count dst as read too.
@@ -227,6 +264,8 @@ impl Step {
             Step::Copy { dst, .. } => vec![dst],
             Step::Softmax { y, .. } => vec![y],
             Step::SoftmaxBackward { dx, .. } => vec![dx],
+            Step::Attention { o, lse, .. } => vec![o, lse],
+            Step::AttentionBackward { dq, dk, dv, .. } => vec![dq, dk, dv],
             Step::ToHeads { dst, .. } => vec![dst],
             Step::FromHeads { dst, .. } => vec![dst],
             Step::CrossEntropy {
@@ -252,6 +291,8 @@ impl Step {
             Step::CrossEntropy { logits, .. } => 5 * n(logits),
             Step::Gelu { x, .. } | Step::GeluBackward { x, .. } => 10 * n(x),
             Step::ColSum { x, .. } => n(x),
+            Step::Attention { attn, .. } => fused_spec(&attn).forward_flops(),
+            Step::AttentionBackward { attn, .. } => fused_spec(&attn).backward_flops(),
             _ => 0,
         }
     }
@@ -369,6 +410,48 @@ impl Step {
             Step::SoftmaxBackward { y, dy, dx } => {
                 vec![softmax::softmax_backward(gpu, &t(*y), &t(*dy), &t(*dx))?]
             }
+            Step::Attention {
+                attn,
+                q,
+                k,
+                v,
+                o,
+                lse,
+            } => attention::attention_forward(
+                gpu,
+                &fused_spec(attn),
+                &t(*q),
+                &t(*k),
+                &t(*v),
+                None,
+                &t(*o),
+                &t(*lse),
+            )?,
+            Step::AttentionBackward {
+                attn,
+                q,
+                k,
+                v,
+                o,
+                lse,
+                d_o,
+                dq,
+                dk,
+                dv,
+            } => attention::attention_backward(
+                gpu,
+                &fused_spec(attn),
+                &t(*q),
+                &t(*k),
+                &t(*v),
+                &t(*o),
+                &t(*lse),
+                &t(*d_o),
+                None,
+                &t(*dq),
+                &t(*dk),
+                &t(*dv),
+            )?,
             Step::ToHeads { layout, src, dst } => {
                 vec![heads::to_heads(gpu, layout, &t(*src), &t(*dst))?]
             }
@@ -415,6 +498,11 @@ pub fn head_layouts(a: &AttentionShape) -> ([HeadLayout; 3], HeadLayout) {
         [part(0, 3 * c), part(c, 3 * c), part(2 * c, 3 * c)],
         part(0, c),
     )
+}
+
+/// The fused kernels' view of an attention shape.
+pub fn fused_spec(a: &AttentionShape) -> AttentionSpec {
+    AttentionSpec::new(a.batch, a.heads, a.seq, a.head_dim, a.causal)
 }
 
 /// The batched matmul shapes of unfused attention: scores = q·kᵀ·scale, y = p·v.
@@ -481,37 +569,50 @@ pub fn lower_forward(g: &Graph) -> Result<Vec<Step>> {
                 saved,
             } => {
                 let (qkv_l, out_l) = head_layouts(&attn);
-                for (l, dst) in qkv_l.iter().zip([saved.q, saved.k, saved.v]) {
+                let (q, k, v, y_heads) = saved.qkv_out();
+                for (l, dst) in qkv_l.iter().zip([q, k, v]) {
                     steps.push(Step::ToHeads {
                         layout: *l,
                         src: qkv,
                         dst,
                     });
                 }
-                let (s_spec, y_spec) = attention_specs(&attn);
-                steps.push(Step::Matmul {
-                    spec: s_spec,
-                    a: saved.q,
-                    b: saved.k,
-                    bias: None,
-                    c: saved.scores,
-                });
-                steps.push(Step::Softmax {
-                    x: saved.scores,
-                    y: saved.probs,
-                    scale: 1.0 / (attn.head_dim as f32).sqrt(),
-                    causal: attn.causal.then_some(attn.seq),
-                });
-                steps.push(Step::Matmul {
-                    spec: y_spec,
-                    a: saved.probs,
-                    b: saved.v,
-                    bias: None,
-                    c: saved.y_heads,
-                });
+                match saved {
+                    AttentionSaved::Unfused { scores, probs, .. } => {
+                        let (s_spec, y_spec) = attention_specs(&attn);
+                        steps.push(Step::Matmul {
+                            spec: s_spec,
+                            a: q,
+                            b: k,
+                            bias: None,
+                            c: scores,
+                        });
+                        steps.push(Step::Softmax {
+                            x: scores,
+                            y: probs,
+                            scale: 1.0 / (attn.head_dim as f32).sqrt(),
+                            causal: attn.causal.then_some(attn.seq),
+                        });
+                        steps.push(Step::Matmul {
+                            spec: y_spec,
+                            a: probs,
+                            b: v,
+                            bias: None,
+                            c: y_heads,
+                        });
+                    }
+                    AttentionSaved::Fused { lse, .. } => steps.push(Step::Attention {
+                        attn,
+                        q,
+                        k,
+                        v,
+                        o: y_heads,
+                        lse,
+                    }),
+                }
                 steps.push(Step::FromHeads {
                     layout: out_l,
-                    src: saved.y_heads,
+                    src: y_heads,
                     dst: out,
                 });
             }

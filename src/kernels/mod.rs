@@ -4,6 +4,7 @@
 //! kernels) that the caller submits once or records into a step.
 
 pub mod adamw;
+pub mod attention;
 pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;

@@ -9,7 +9,7 @@
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{Graph, TensorId};
+use crate::graph::{AttentionImpl, Graph, TensorId};
 use crate::kernels::gelu::GeluKind;
 use crate::runtime::DType;
 use crate::util::Rng;
@@ -151,7 +151,8 @@ pub struct GptGraph {
     pub loss: TensorId,
 }
 
-/// Options for [`build`].
+/// Options for [`build`]. `BuildOptions { batch, seq, ..Default::default() }`
+/// is a forward-only graph with fused attention.
 #[derive(Clone, Copy, Debug)]
 pub struct BuildOptions {
     pub batch: usize,
@@ -163,6 +164,21 @@ pub struct BuildOptions {
     pub keep_logits: bool,
     /// Scale of the loss gradient (1 / gradient-accumulation steps).
     pub grad_scale: f32,
+    /// Attention kernels: fused (the default) or the unfused reference path.
+    pub attention: AttentionImpl,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            batch: 1,
+            seq: 1,
+            training: false,
+            keep_logits: false,
+            grad_scale: 1.0,
+            attention: AttentionImpl::default(),
+        }
+    }
 }
 
 /// Builds GPT-2's forward (and, when training, backward) graph for one batch shape.
@@ -175,7 +191,7 @@ pub fn build(cfg: &GptConfig, o: &BuildOptions) -> Result<GptGraph> {
         cfg.n_positions
     );
     ensure!(o.batch >= 1, "batch size must be at least 1");
-    let mut g = Graph::new();
+    let mut g = Graph::with_attention(o.attention);
     let mut p = std::collections::HashMap::new();
     for (name, shape) in cfg.param_shapes() {
         let id = g.param(&name, &shape);

@@ -3,6 +3,7 @@
 //! over speed.
 
 pub mod adamw;
+pub mod attention;
 pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;

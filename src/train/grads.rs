@@ -4,6 +4,7 @@
 use anyhow::{ensure, Result};
 
 use crate::graph::exec::Executor;
+use crate::graph::AttentionImpl;
 use crate::model::gpt::{self, BuildOptions, GptConfig};
 use crate::model::upload_params;
 use crate::runtime::Gpu;
@@ -16,6 +17,7 @@ pub struct GradsResult {
     pub grads: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
+/// One forward and backward pass with the default (fused) attention kernels.
 pub async fn grads_pass(
     gpu: &Gpu,
     cfg: &GptConfig,
@@ -24,6 +26,31 @@ pub async fn grads_pass(
     targets: &[i32],
     batch: usize,
     seq: usize,
+) -> Result<GradsResult> {
+    grads_pass_with(
+        gpu,
+        cfg,
+        params,
+        inputs,
+        targets,
+        batch,
+        seq,
+        AttentionImpl::default(),
+    )
+    .await
+}
+
+/// [`grads_pass`] with a choice of attention kernels.
+#[allow(clippy::too_many_arguments)]
+pub async fn grads_pass_with(
+    gpu: &Gpu,
+    cfg: &GptConfig,
+    params: &[(String, Vec<f32>)],
+    inputs: &[i32],
+    targets: &[i32],
+    batch: usize,
+    seq: usize,
+    attention: AttentionImpl,
 ) -> Result<GradsResult> {
     ensure!(
         inputs.len() == batch * seq && targets.len() == batch * seq,
@@ -46,6 +73,7 @@ pub async fn grads_pass(
             training: true,
             keep_logits: true,
             grad_scale: 1.0,
+            attention,
         },
     )?;
     let exec = Executor::new(gpu, built.graph, &p)?;

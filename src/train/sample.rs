@@ -80,6 +80,7 @@ pub async fn generate(
             training: false,
             keep_logits: true,
             grad_scale: 1.0,
+            ..Default::default()
         },
     )?;
     let exec = Executor::new(gpu, built.graph, &p)?;

@@ -10,6 +10,7 @@ use anyhow::{ensure, Context, Result};
 
 use super::optimizer::{AdamW, OptimizerConfig};
 use crate::graph::exec::{Executor, TensorMap};
+use crate::graph::AttentionImpl;
 use crate::model::gpt::{self, BuildOptions, GptConfig};
 use crate::runtime::readback::PendingRead;
 use crate::runtime::{DType, Gpu, Tensor};
@@ -23,6 +24,8 @@ pub struct Trainer {
     pub batch: usize,
     pub seq: usize,
     pub grad_accum: usize,
+    /// The attention kernels of the training (and evaluation) graph.
+    pub attention: AttentionImpl,
     pub params: TensorMap,
     exec: Executor,
     pub opt: AdamW,
@@ -68,7 +71,8 @@ impl PendingStats {
 }
 
 impl Trainer {
-    /// Uploads `init` (name, values) as the parameters and builds everything.
+    /// Uploads `init` (name, values) as the parameters and builds everything,
+    /// with the default (fused) attention kernels.
     pub fn new(
         gpu: &Gpu,
         model: &GptConfig,
@@ -77,6 +81,30 @@ impl Trainer {
         seq: usize,
         grad_accum: usize,
         init: &[(String, Vec<f32>)],
+    ) -> Result<Self> {
+        Self::with_attention(
+            gpu,
+            model,
+            opt_cfg,
+            batch,
+            seq,
+            grad_accum,
+            init,
+            AttentionImpl::default(),
+        )
+    }
+
+    /// [`Trainer::new`] with a choice of attention kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_attention(
+        gpu: &Gpu,
+        model: &GptConfig,
+        opt_cfg: &OptimizerConfig,
+        batch: usize,
+        seq: usize,
+        grad_accum: usize,
+        init: &[(String, Vec<f32>)],
+        attention: AttentionImpl,
     ) -> Result<Self> {
         ensure!(
             grad_accum >= 1,
@@ -91,6 +119,7 @@ impl Trainer {
                 training: true,
                 keep_logits: false,
                 grad_scale: 1.0 / grad_accum as f32,
+                attention,
             },
         )?;
         let exec =
@@ -112,6 +141,7 @@ impl Trainer {
             batch,
             seq,
             grad_accum,
+            attention,
             params,
             exec,
             opt,
@@ -239,6 +269,7 @@ impl Trainer {
                     training: false,
                     keep_logits: false,
                     grad_scale: 1.0,
+                    attention: self.attention,
                 },
             )?;
             self.eval = Some(Arc::new(Executor::new(
