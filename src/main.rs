@@ -64,6 +64,9 @@ struct GraphArgs {
     /// Only the memory summary line.
     #[arg(long)]
     summary: bool,
+    /// Unfused attention (q·kᵀ, softmax, p·v) instead of the fused kernels.
+    #[arg(long)]
+    unfused: bool,
 }
 
 #[derive(Args)]
@@ -464,6 +467,7 @@ fn grads(a: GradsArgs) -> Result<()> {
 }
 
 fn graph(a: GraphArgs) -> Result<()> {
+    use kiln::graph::AttentionImpl;
     use kiln::model::gpt::{build, BuildOptions, GptConfig};
     let cfg = GptConfig::new(a.vocab, a.seq, a.embd, a.heads, a.layers);
     let built = build(
@@ -474,6 +478,11 @@ fn graph(a: GraphArgs) -> Result<()> {
             training: !a.forward_only,
             keep_logits: false,
             grad_scale: 1.0,
+            attention: if a.unfused {
+                AttentionImpl::Unfused
+            } else {
+                AttentionImpl::Fused
+            },
         },
     )?;
     let plan = kiln::graph::plan::plan(&built.graph)?;
