@@ -40,6 +40,8 @@ enum Cmd {
     Eval(EvalArgs),
     /// One forward and backward pass on one batch; writes logits, loss and every gradient.
     Grads(GradsArgs),
+    /// Benchmark kernels (GFLOP/s, GB/s, % of peak) and the GPT training step.
+    Bench(Box<kiln::bench::cli::BenchArgs>),
 }
 
 #[derive(Args)]
@@ -178,6 +180,7 @@ fn real_main() -> Result<()> {
         Some(Cmd::Sample(a)) => sample(a),
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Grads(a)) => grads(a),
+        Some(Cmd::Bench(a)) => kiln::bench::cli::run(&a),
     }
 }
 
