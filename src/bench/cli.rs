@@ -251,7 +251,7 @@ pub fn run_on(gpu: &Gpu, args: &BenchArgs, out: &mut dyn FnMut(&str)) -> Result<
                 f.family, f.shape, f.what, f.error
             ));
         }
-        out(&family_table(fam, &res.rows, timer));
+        out(&family_table(fam, &res.rows, timer, gpu.is_cpu()));
         for f in &res.failures {
             out(&format!("- failed: {} at {}: {}", f.what, f.shape, f.error));
         }

@@ -94,8 +94,9 @@ pub fn num(x: f64) -> String {
 
 /// The Markdown table of one family, with a header naming the shape format
 /// and the timer, and for several variants the fastest per shape (and for
-/// matmul per shape class).
-pub fn family_table(family: Family, rows: &[Row], timer: Timer) -> String {
+/// matmul per shape class). `cpu_column` adds the process CPU time per run:
+/// on a CPU adapter that is the kernel's work, whatever else loads the machine.
+pub fn family_table(family: Family, rows: &[Row], timer: Timer, cpu_column: bool) -> String {
     let mut s = format!(
         "### {} — shape {}; time: {} (median of the runs)\n\n",
         family.name(),
@@ -113,9 +114,12 @@ pub fn family_table(family: Family, rows: &[Row], timer: Timer) -> String {
             *c > 1
         })
     };
-    s +=
-        "| kernel | shape | variant | ms | GFLOP/s | GB/s | % peak FLOP/s | % peak GB/s | runs |\n";
-    s += "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
+    s += "| kernel | shape | variant | ms | GFLOP/s | GB/s | % peak FLOP/s | % peak GB/s | runs |";
+    s += if cpu_column {
+        " CPU ms/run |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    } else {
+        "\n|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+    };
     for r in rows {
         let variant = if several && r.default {
             format!("{} (default)", r.variant)
@@ -134,6 +138,11 @@ pub fn family_table(family: Family, rows: &[Row], timer: Timer) -> String {
             opt(r.pct_peak_bw, 1),
             r.runs
         );
+        if cpu_column {
+            s.pop();
+            // 10 ms clock ticks: finer digits would be noise.
+            s += &format!(" {} |\n", opt(r.cpu_ms, 0));
+        }
     }
     if several {
         s += "\nFastest measured per shape:\n\n| kernel | shape | fastest | ms | default | ms |\n|---|---|---|---:|---|---:|\n";
@@ -208,7 +217,7 @@ pub fn train_table(t: &TrainReport) -> String {
         "Memory: pool peak {} (trainer holds {}); activations {} as planned vs {} naive \
          ({:.1}× less); parameters + gradients + inputs/outputs {}; AdamW state {}.\n\
          GFLOP per step (graph, forward + backward): {:.2}. Loss after one more step: {:.4} \
-         (ln V = {:.4}).\n",
+         (ln V = {:.4}).{}\n",
         mib(m.pool_peak_bytes),
         mib(m.trainer_bytes),
         mib(m.activations_planned_bytes),
@@ -218,7 +227,11 @@ pub fn train_table(t: &TrainReport) -> String {
         mib(m.optimizer_state_bytes),
         t.gflop_per_step,
         t.loss,
-        (p.vocab as f64).ln()
+        (p.vocab as f64).ln(),
+        t.cpu_ms_per_step.map_or(String::new(), |c| format!(
+            " Process CPU time per step: {} ms.",
+            num(c)
+        ))
     );
     if let Some(prof) = &t.profile {
         let total: f64 = prof.iter().map(|r| r.ms).sum();

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::peak::Peak;
 use super::profile::profile_steps;
-use super::timing::{median_min, Bracket, Timer};
+use super::timing::{median_min, process_cpu_s, Bracket, Timer};
 use crate::graph::plan::{naive_bytes, persistent_bytes};
 use crate::graph::Executor;
 use crate::model::gpt::{self, BuildOptions, GptConfig};
@@ -135,6 +135,9 @@ pub struct TrainReport {
     /// Host time to record the step's command buffer (median), and per dispatch.
     pub cpu_encode_ms: f64,
     pub cpu_encode_us_per_dispatch: f64,
+    /// Process CPU time per timed step (Linux): on a CPU adapter, the work
+    /// of the step whatever else loads the machine.
+    pub cpu_ms_per_step: Option<f64>,
     /// Host time of the whole `train_step` call (token upload, optimizer
     /// uniforms, encoding, submit), median.
     pub cpu_step_call_ms: f64,
@@ -214,7 +217,11 @@ pub fn bench_train(
         Timer::Wall => None,
     };
     let (mut gpu_ms, mut encode_ms, mut call_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu_s = None;
     for i in 0..o.warmup + o.steps.max(1) {
+        if i == o.warmup {
+            cpu_s = process_cpu_s();
+        }
         gpu.wait_idle()?;
         let t0 = Instant::now();
         let mut t_begin = None;
@@ -259,6 +266,9 @@ pub fn bench_train(
             timer.name()
         ));
     }
+    let cpu_ms_per_step = cpu_s
+        .zip(process_cpu_s())
+        .map(|(a, b)| (b - a) * 1e3 / gpu_ms.len().max(1) as f64);
     // One more step with the loss read back, as a sanity check.
     let stats = trainer
         .train_step(&micro, true)?
@@ -332,6 +342,7 @@ pub fn bench_train(
         tokens_per_s: n as f64 / (ms / 1e3),
         cpu_encode_ms: enc,
         cpu_encode_us_per_dispatch: enc * 1e3 / dispatches.max(1) as f64,
+        cpu_ms_per_step,
         cpu_step_call_ms: call,
         dispatches_per_step: dispatches,
         gflop_per_step,
