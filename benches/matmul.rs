@@ -13,10 +13,14 @@
 //! `--budget-s` seconds are spent, and the median is reported. A size is `S`
 //! (square, M = N = K = S) or `MxNxK`; sizes also come from `KILN_BENCH_SIZES`.
 //! Every run is spot-checked against f64 dot products.
+//!
+//! `kiln bench matmul --variant all` (or `cargo bench --bench kernels --
+//! matmul --variant all`) runs the same comparison through the shared sweep,
+//! with % of peak, JSON output and a fastest-per-shape-class summary.
 
 use anyhow::{bail, ensure, Context, Result};
 
-use kiln::bench::timing::{time_dispatches, time_dispatches_with, Timer, Timing};
+use kiln::bench::timing::{MeasureOptions, Timer, Timing};
 use kiln::kernels::matmul::{self as mm, MatmulSpec, MatmulVariant};
 use kiln::util::Rng;
 use kiln::Gpu;
@@ -91,47 +95,25 @@ fn parse_list(s: &str) -> Result<Vec<(usize, usize, usize)>> {
         .collect()
 }
 
-/// CPU seconds this process has used (user + system, all threads), on Linux.
-/// On a CPU adapter such as lavapipe the kernels run on this process's
-/// threads, so this measures the work done independently of other load.
-fn process_cpu_s() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 12th and 13th of those, in clock ticks (100 per second on Linux).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-/// Measures one dispatch: a warm-up plus one probe run sizes the repeat
-/// count so that the whole measurement stays within the budget. Returns the
-/// timing and, on Linux, the process CPU milliseconds per timed run.
+/// Measures one dispatch within the time budget (shared with `kiln bench`).
+/// Returns the timing and, on Linux, the process CPU milliseconds per run.
 fn measure(gpu: &Gpu, d: &kiln::runtime::Dispatch, args: &Args) -> Result<(Timing, Option<f64>)> {
     let timer = if args.wall || !gpu.has_timestamps() {
         Timer::Wall
     } else {
         Timer::Timestamp
     };
-    let cpu0 = process_cpu_s();
-    let probe = time_dispatches_with(gpu, &[d], args.warmup, 1, timer)?;
-    let cpu1 = process_cpu_s();
-    let per_run_s = probe.median_ms.max(1e-3) / 1e3;
-    let iters = ((args.budget_s / per_run_s) as usize).clamp(1, args.iters);
-    if iters == 1 {
-        // Only the probe: its CPU time includes the warm-up runs.
-        let runs = (args.warmup + 1) as f64;
-        let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a) * 1e3 / runs);
-        return Ok((probe, cpu));
-    }
-    let t = if timer == Timer::Wall {
-        time_dispatches_with(gpu, &[d], 0, iters, Timer::Wall)?
-    } else {
-        time_dispatches(gpu, &[d], 0, iters)?
-    };
-    let cpu2 = process_cpu_s();
-    let cpu = cpu1.zip(cpu2).map(|(a, b)| (b - a) * 1e3 / iters as f64);
-    Ok((t, cpu))
+    let m = kiln::bench::timing::measure(
+        gpu,
+        &[d],
+        &MeasureOptions {
+            warmup: args.warmup,
+            iters: args.iters,
+            budget_s: args.budget_s,
+            timer,
+        },
+    )?;
+    Ok((m.timing, m.cpu_ms))
 }
 
 /// Compares a few elements of C with f64 dot products.

@@ -40,6 +40,8 @@ enum Cmd {
     Eval(EvalArgs),
     /// One forward and backward pass on one batch; writes logits, loss and every gradient.
     Grads(GradsArgs),
+    /// Benchmark kernels (GFLOP/s, GB/s, % of peak) and the GPT training step.
+    Bench(Box<kiln::bench::cli::BenchArgs>),
     /// Print a GPT's graph: ops, shapes, bytes, buffer assignment and the memory plan (no GPU needed).
     Graph(GraphArgs),
 }
@@ -206,6 +208,7 @@ fn real_main() -> Result<()> {
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Grads(a)) => grads(a),
         Some(Cmd::Graph(a)) => graph(a),
+        Some(Cmd::Bench(a)) => kiln::bench::cli::run(&a),
     }
 }
 

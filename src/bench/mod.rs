@@ -1,7 +1,12 @@
-//! Benchmark support shared by `cargo bench` targets and the `kiln bench`
-//! command: timing of recorded dispatches on the GPU.
+//! Benchmarks (native only): the kernel sweep and the training-step
+//! benchmark behind `kiln bench` and the `cargo bench` targets, timing of
+//! recorded dispatches on the GPU, a per-kernel profiler, and a table of
+//! vendor peak figures.
 
-#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+pub mod kernels;
+pub mod peak;
 pub mod profile;
-#[cfg(not(target_arch = "wasm32"))]
+pub mod report;
 pub mod timing;
+pub mod train;

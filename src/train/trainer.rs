@@ -172,6 +172,20 @@ impl Trainer {
         micro: &[Batch],
         want_stats: bool,
     ) -> Result<Option<PendingStats>> {
+        self.train_step_wrapped(micro, want_stats, &mut |_| {}, &mut |_| {})
+    }
+
+    /// [`train_step`](Self::train_step) with `before` called on the step's
+    /// command encoder before its first command and `after` after its last
+    /// (before the statistics readback and the submit). Benchmarks use it to
+    /// put GPU timestamps around the whole step and to time the encoding.
+    pub fn train_step_wrapped(
+        &mut self,
+        micro: &[Batch],
+        want_stats: bool,
+        before: &mut dyn FnMut(&mut wgpu::CommandEncoder),
+        after: &mut dyn FnMut(&mut wgpu::CommandEncoder),
+    ) -> Result<Option<PendingStats>> {
         ensure!(
             micro.len() == self.grad_accum,
             "expected {} micro-batches, got {}",
@@ -202,6 +216,7 @@ impl Trainer {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("kiln train step"),
             });
+        before(&mut enc);
         self.exec.encode_zero_grads(&mut enc);
         for (i, (tx, ty)) in self.staged.iter().enumerate() {
             enc.copy_buffer_to_buffer(
@@ -242,6 +257,7 @@ impl Trainer {
             self.step_stats.offset() + 4 * self.grad_accum as u64,
             4,
         );
+        after(&mut enc);
         let pending =
             want_stats.then(|| PendingRead::encode(&self.gpu, &mut enc, &self.step_stats));
         self.gpu.queue().submit([enc.finish()]);
