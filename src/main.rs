@@ -104,6 +104,9 @@ struct TrainArgs {
     heads: Option<usize>,
     #[arg(long)]
     embd: Option<usize>,
+    /// Attention kernels: fused, unfused or auto (fused on GPUs, unfused on CPU adapters).
+    #[arg(long)]
+    attention: Option<String>,
     #[arg(long)]
     lr: Option<f32>,
     #[arg(long)]
@@ -310,7 +313,7 @@ fn train(a: TrainArgs) -> Result<()> {
         seed => train.seed, eval_every => train.eval_every, eval_batches => train.eval_batches,
         log_every => train.log_every, checkpoint_every => train.checkpoint_every,
         sample_tokens => train.sample_tokens,
-        layers => model.n_layer, heads => model.n_head, embd => model.n_embd,
+        layers => model.n_layer, heads => model.n_head, embd => model.n_embd, attention => model.attention,
         lr => optimizer.lr, min_lr => optimizer.min_lr, warmup => optimizer.warmup_steps,
         weight_decay => optimizer.weight_decay, grad_clip => optimizer.grad_clip,
     );

@@ -15,6 +15,9 @@ pub struct ModelSection {
     pub n_embd: usize,
     /// Context length (rows of the position table); defaults to `train.seq`.
     pub n_positions: Option<usize>,
+    /// `fused`, `unfused` or `auto`: fused on GPUs; unfused on CPU adapters,
+    /// where it measured faster (BENCHMARKS.md) and T×T memory is cheap.
+    pub attention: String,
 }
 
 impl Default for ModelSection {
@@ -24,6 +27,7 @@ impl Default for ModelSection {
             n_head: 4,
             n_embd: 256,
             n_positions: None,
+            attention: "auto".into(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl RunConfig {
                 n_head: 4,
                 n_embd: 64,
                 n_positions: None,
+                attention: "auto".into(),
             };
             c.train.batch = 8;
             c.train.seq = 64;
@@ -126,6 +131,18 @@ impl RunConfig {
         }
         c.optimizer.decay_steps = c.train.steps;
         c
+    }
+
+    /// The attention implementation `model.attention` asks for on `gpu`.
+    pub fn attention_for(&self, gpu: &crate::runtime::Gpu) -> Result<crate::graph::AttentionImpl> {
+        use crate::graph::AttentionImpl;
+        Ok(match self.model.attention.as_str() {
+            "fused" => AttentionImpl::Fused,
+            "unfused" => AttentionImpl::Unfused,
+            "auto" | "" if gpu.is_cpu() => AttentionImpl::Unfused,
+            "auto" | "" => AttentionImpl::Fused,
+            other => anyhow::bail!("model.attention = {other:?}: expected fused, unfused or auto"),
+        })
     }
 
     pub fn from_toml_file(path: &Path) -> Result<Self> {

@@ -194,7 +194,17 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     } else {
         model.init_params(t.seed)
     };
-    let mut trainer = Trainer::new(gpu, &model, &opt_cfg, t.batch, t.seq, t.grad_accum, &init)?;
+    let attention = cfg.attention_for(gpu)?;
+    let mut trainer = Trainer::with_attention(
+        gpu,
+        &model,
+        &opt_cfg,
+        t.batch,
+        t.seq,
+        t.grad_accum,
+        &init,
+        attention,
+    )?;
     let mut state = TrainerState {
         step: 0,
         adamw_t: 0,
@@ -220,7 +230,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     };
     if !opts.quiet {
         println!(
-            "kiln: {} · GPT {} layers, {} heads, {} dims, ctx {}, vocab {} ({:.2}M params) · {} tokenizer · {} train / {} val tokens{}",
+            "kiln: {} · GPT {} layers, {} heads, {} dims, ctx {}, vocab {} ({:.2}M params, {:?} attention) · {} tokenizer · {} train / {} val tokens{}",
             gpu.describe(),
             model.n_layer,
             model.n_head,
@@ -228,6 +238,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             model.n_positions,
             model.vocab_size,
             model.num_params() as f64 / 1e6,
+            attention,
             tok.kind(),
             data.train.len(),
             data.val.len(),
