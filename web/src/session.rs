@@ -120,7 +120,9 @@ impl Session {
         if !fits(tokens.len()) {
             let need = (1..1 << 20).find(|&n| fits(n)).unwrap_or(usize::MAX);
             bail!(
-                "the text is too short: {} bytes, and this model needs at least {need}                  ({} of context plus one for the next-byte target, after holding out {:.0}%                  for validation); paste more text",
+                "the text is too short: {} bytes, and this model needs at least {need} \
+                 ({} of context plus one for the next-byte target, after holding out {:.0}% \
+                 for validation); paste more text",
                 tokens.len(),
                 seq,
                 vf * 100.0

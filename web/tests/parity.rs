@@ -190,11 +190,14 @@ fn short_text_and_unknown_preset_are_clear_errors() {
         .expect("9 bytes cannot train a 64-byte context");
     let msg = format!("{e:#}");
     assert!(
-        msg.contains("too short") && msg.contains("9 bytes") && msg.contains("at least 73"),
+        msg.contains("too short")
+            && msg.contains("9 bytes")
+            && msg.contains("at least 72 (64 of context"),
         "{msg}"
     );
-    // The smallest text the message asks for is accepted.
-    assert!(Session::new(&gpu, "tiny", Some(&"a".repeat(73))).is_ok());
+    // The smallest text the message asks for is accepted, one byte less not.
+    assert!(Session::new(&gpu, "tiny", Some(&"a".repeat(72))).is_ok());
+    assert!(Session::new(&gpu, "tiny", Some(&"a".repeat(71))).is_err());
     let e = Session::new(&gpu, "huge", None)
         .err()
         .expect("no such preset");
