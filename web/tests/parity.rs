@@ -198,6 +198,11 @@ fn short_text_and_unknown_preset_are_clear_errors() {
     // The smallest text the message asks for is accepted, one byte less not.
     assert!(Session::new(&gpu, "tiny", Some(&"a".repeat(72))).is_ok());
     assert!(Session::new(&gpu, "tiny", Some(&"a".repeat(71))).is_err());
+    // The other preset builds (training it on lavapipe is left to the page).
+    let small = Session::new(&gpu, "small", None).unwrap();
+    assert!(small
+        .describe()
+        .starts_with("GPT 4 layers, 4 heads, 128 dims, context 128"));
     let e = Session::new(&gpu, "huge", None)
         .err()
         .expect("no such preset");
