@@ -86,7 +86,9 @@ fn count_valid(@builtin(local_invocation_index) lid: u32) {
 // (max, Σ exp(l − max)) of one row; each invocation strides over V, then a
 // tree combines the partials.
 fn row_stats(base: u32, lid: u32) -> vec2<f32> {
-    var m = -3.4028235e38;
+    // −f32::MAX written exactly: the decimal −3.4028235e38 lies just past it,
+    // which naga rounds but browsers' WGSL compilers (Tint) reject.
+    var m = -0x1.fffffep+127f;
     for (var j = lid; j < p.v; j = j + WG) { m = max(m, logits[base + j]); }
     m = reduce_max(lid, m);
     var s = 0.0;

@@ -47,6 +47,8 @@ impl GpuOptions {
     /// Options from `KILN_BACKEND`, `KILN_ADAPTER` and `KILN_LIMITS`
     /// (`adapter` or `webgpu`). Unknown values are errors, not silent defaults.
     pub fn from_env() -> Result<Self> {
+        // The browser has no environment: on wasm32 these are the defaults.
+        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
         let mut opts = Self::default();
         #[cfg(not(target_arch = "wasm32"))]
         {
