@@ -179,7 +179,9 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
             if (d < D) { f_o[base + qi * D + d] = select(0.0, acc[kk] / l, seen); }
         }
         if (lane == 0u) {
-            f_lse[bh * t + qi] = select(bitcast<f32>(0xff800000u), m + log(l), seen);
+            // −∞ for a row that sees no key. Built from a runtime value:
+            // browsers reject an infinite constant (e.g. bitcast<f32>(0xff800000u)).
+            f_lse[bh * t + qi] = bitcast<f32>(select(0xff800000u, bitcast<u32>(m + log(l)), seen));
         }
     }
 }

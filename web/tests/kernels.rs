@@ -1,4 +1,4 @@
-//! The kernel library's core cases, small shapes, against the f64 CPU
+//! The kernel library's core cases (fused attention included), small shapes, against the f64 CPU
 //! references (`kiln::reference`): in the browser on WebGPU
 //! (`cargo test --target wasm32-unknown-unknown -p kiln-web --test kernels`)
 //! and natively (`cargo test -p kiln-web --test kernels`). The exhaustive
@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use kiln::kernels::adamw::{adamw_step, AdamWConfig};
+use kiln::kernels::attention::{attention_backward, attention_forward, AttentionSpec};
 use kiln::kernels::crossentropy::cross_entropy;
 use kiln::kernels::elementwise as ew;
 use kiln::kernels::embedding::{embedding_backward, embedding_forward};
@@ -446,6 +447,100 @@ async fn adamw_cases(g: Gpu) {
     }
 }
 
+/// Fused attention forward and backward (FlashAttention-style) against the
+/// f64 reference: head dims 32, 64 and 128, causal and bidirectional, T = 1
+/// and T not a tile multiple, and a key-padding mask whose last batch row
+/// pads every key (o = 0, lse = −∞, zero gradients there). Tolerances as in
+/// `kernels-tests/attention.rs`: o 2e-6 + 1e-5·|ref|, lse 1e-5 + 1e-6·|ref|,
+/// dq/dk/dv 1e-5 + 1e-4·|ref|.
+async fn attention_cases(g: Gpu) {
+    let mut rng = Rng::new(64);
+    let cases = [
+        (1, 2, 17, 32, true, false),
+        (2, 1, 1, 64, false, false),
+        (1, 1, 33, 128, true, false),
+        (2, 2, 19, 64, false, true),
+    ];
+    for (b, h, t, d, causal, masked) in cases {
+        let spec = AttentionSpec::new(b, h, t, d, causal);
+        let what = format!("attention B{b} H{h} T{t} D{d} causal {causal} mask {masked}");
+        let n = b * h * t * d;
+        let sh = [b * h, t, d];
+        let (q, k, v, d_o) = (
+            rand_vec(&mut rng, n),
+            rand_vec(&mut rng, n),
+            rand_vec(&mut rng, n),
+            rand_vec(&mut rng, n),
+        );
+        let mask: Option<Vec<i32>> = masked.then(|| {
+            // row 0 pads its last third; the last row pads every key
+            let mut m = vec![1i32; b * t];
+            m[t - t / 3..t].fill(0);
+            m[(b - 1) * t..].fill(0);
+            m
+        });
+        let tm = mask.as_ref().map(|m| upload_i32(&g, &[b, t], m));
+        let (tq, tk, tv, tdo) = (
+            upload(&g, &sh, &q),
+            upload(&g, &sh, &k),
+            upload(&g, &sh, &v),
+            upload(&g, &sh, &d_o),
+        );
+        let (o, lse) = (poisoned(&g, &sh), poisoned(&g, &sh[..2]));
+        let (dq, dk, dv) = (poisoned(&g, &sh), poisoned(&g, &sh), poisoned(&g, &sh));
+        let mut ds = attention_forward(&g, &spec, &tq, &tk, &tv, tm.as_ref(), &o, &lse)
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        ds.extend(
+            attention_backward(
+                &g,
+                &spec,
+                &tq,
+                &tk,
+                &tv,
+                &o,
+                &lse,
+                &tdo,
+                tm.as_ref(),
+                &dq,
+                &dk,
+                &dv,
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e:#}")),
+        );
+        run_all(&g, &ds);
+        let m = mask.as_deref();
+        let (ro, rlse) = r::attention::forward(&spec, &q, &k, &v, m);
+        let (rdq, rdk, rdv) = r::attention::backward(&spec, &q, &k, &v, &d_o, m);
+        assert_close(&format!("{what}: o"), &read(&g, &o).await, &ro, 2e-6, 1e-5);
+        for (i, (got, want)) in read(&g, &lse).await.iter().zip(&rlse).enumerate() {
+            if *want == f32::NEG_INFINITY {
+                assert_eq!(
+                    *got,
+                    f32::NEG_INFINITY,
+                    "{what}: lse[{i}] of a row seeing no key"
+                );
+            } else {
+                let tol = 1e-5 + 1e-6 * want.abs() as f64;
+                assert!(
+                    (got - want).abs() as f64 <= tol,
+                    "{what}: lse[{i}] {got} vs {want}"
+                );
+            }
+        }
+        for (name, got, want) in [("dq", &dq, &rdq), ("dk", &dk, &rdk), ("dv", &dv, &rdv)] {
+            assert_close(
+                &format!("{what}: {name}"),
+                &read(&g, got).await,
+                want,
+                1e-5,
+                1e-4,
+            );
+        }
+    }
+    g.check_errors()
+        .expect("no wgpu error may have been raised");
+}
+
 /// col_sum (two-stage, overwrite and accumulate) and sum_squares over tensors
 /// of odd sizes: |err| ≤ 1e-5·Σ|terms| (f32 trees of < 150 additions).
 async fn reduce_cases(g: Gpu) {
@@ -555,6 +650,10 @@ gpu_test!(cross_entropy_matches_reference, cross_entropy_cases);
 gpu_test!(embedding_forward_backward_match_reference, embedding_cases);
 gpu_test!(adamw_with_clipping_matches_reference, adamw_cases);
 gpu_test!(col_sum_and_sum_squares_match_reference, reduce_cases);
+gpu_test!(
+    fused_attention_forward_backward_match_reference,
+    attention_cases
+);
 gpu_test!(elementwise_matches_reference, elementwise_cases);
 gpu_test!(
     oversized_tensors_fail_with_kiln_message,
