@@ -8,22 +8,51 @@ pub use kiln::util::Rng;
 
 /// The shared test device: `KILN_BACKEND` / `KILN_ADAPTER` apply; limits are
 /// WebGPU's defaults. Panics with instructions when there is no adapter.
+/// Inside [`with_256_row_threads`] it is that function's device instead.
 pub fn gpu() -> &'static Gpu {
+    if let Some(g) = GPU_OVERRIDE.with(|o| o.get()) {
+        return g;
+    }
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let mut opts = GpuOptions::from_env().expect("bad KILN_* environment");
-        opts.limits = LimitsPolicy::WebGpuDefault;
-        match pollster::block_on(Gpu::new(opts)) {
-            Ok(g) => {
-                eprintln!("kernel tests on: {}", g.describe());
-                g
-            }
-            Err(e) => panic!(
-                "kernel tests need a GPU adapter and none could be opened: {e:#}\n\
-                 On a machine without a GPU: apt-get install -y mesa-vulkan-drivers (lavapipe)."
-            ),
+    GPU.get_or_init(|| open_test_gpu(None))
+}
+
+thread_local! {
+    // Each test runs on its own thread, so an override never leaks.
+    static GPU_OVERRIDE: std::cell::Cell<Option<&'static Gpu>> = const { std::cell::Cell::new(None) };
+}
+
+fn open_test_gpu(row_threads: Option<u32>) -> Gpu {
+    let mut opts = GpuOptions::from_env().expect("bad KILN_* environment");
+    opts.limits = LimitsPolicy::WebGpuDefault;
+    if row_threads.is_some() {
+        opts.row_threads = row_threads;
+    }
+    match pollster::block_on(Gpu::new(opts)) {
+        Ok(g) => {
+            eprintln!(
+                "kernel tests on: {} (row kernels: ≤ {} threads per row)",
+                g.describe(),
+                g.row_threads()
+            );
+            g
         }
-    })
+        Err(e) => panic!(
+            "kernel tests need a GPU adapter and none could be opened: {e:#}\n\
+             On a machine without a GPU: apt-get install -y mesa-vulkan-drivers (lavapipe)."
+        ),
+    }
+}
+
+/// Runs `f` with [`gpu`] (and every helper here) on a second device whose
+/// row kernels use 256 threads per row, the GPU setting, so that on a CPU
+/// adapter (where the default is 8) both code paths are tested.
+pub fn with_256_row_threads(f: impl FnOnce()) {
+    static WIDE: OnceLock<Gpu> = OnceLock::new();
+    let g: &'static Gpu = WIDE.get_or_init(|| open_test_gpu(Some(256)));
+    GPU_OVERRIDE.with(|o| o.set(Some(g)));
+    f();
+    GPU_OVERRIDE.with(|o| o.set(None));
 }
 
 pub fn upload(shape: &[usize], data: &[f32]) -> Tensor {

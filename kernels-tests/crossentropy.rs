@@ -252,3 +252,14 @@ fn cross_entropy_gpt2_vocabulary() {
     let want = r::cross_entropy(&logits, &t, v, IGNORE, 1.0);
     check("GPT-2 V", &got, &want, &logits, 1.0);
 }
+
+/// The same reference checks with 256 threads per row (the GPU setting),
+/// where the default device is a CPU adapter using fewer.
+#[test]
+fn cross_entropy_reference_checks_with_256_threads_per_row() {
+    with_256_row_threads(|| {
+        cross_entropy_matches_reference();
+        cross_entropy_all_rows_ignored_gives_zeros();
+        cross_entropy_is_deterministic();
+    });
+}

@@ -335,3 +335,15 @@ fn bad_arguments_are_clear_errors() {
     let e = err(layernorm_backward(g, &y, &x, &c6, &m, &s, &dx, &dg, &dg, false).unwrap_err());
     assert!(e.contains("shares"), "{e}");
 }
+
+/// The same reference checks with 256 threads per row (the GPU setting),
+/// where the default device is a CPU adapter using fewer.
+#[test]
+fn reference_checks_with_256_threads_per_row() {
+    with_256_row_threads(|| {
+        forward_matches_reference();
+        backward_matches_reference();
+        backward_accumulates_into_dgamma_dbeta();
+        forward_and_backward_are_deterministic();
+    });
+}

@@ -251,3 +251,16 @@ fn bad_arguments_are_clear_errors() {
     let e = msg(softmax_backward(g, &x, &empty(&[2, 3, 3]), &empty(&[18])).unwrap_err());
     assert!(e.contains("softmax_backward") && e.contains("shape"), "{e}");
 }
+
+/// The same reference checks with 256 threads per row (the GPU setting),
+/// where the default device is a CPU adapter using fewer.
+#[test]
+fn reference_checks_with_256_threads_per_row() {
+    with_256_row_threads(|| {
+        forward_matches_reference();
+        scaled_forward_matches_reference();
+        causal_forward_masks_and_matches_reference();
+        backward_matches_reference();
+        forward_and_backward_are_deterministic();
+    });
+}

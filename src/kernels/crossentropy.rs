@@ -38,8 +38,8 @@ fn rows_and_vocab(logits: &Tensor) -> Result<(u32, u32)> {
     Ok((check_u32(OP, "rows", rows)?, check_u32(OP, "V", v)?))
 }
 
-fn kernel(entry: &'static str) -> Kernel {
-    Kernel::new("crossentropy", entry).constant("WG", WG)
+fn kernel(entry: &'static str, wg: u32) -> Kernel {
+    Kernel::new("crossentropy", entry).constant("WG", wg)
 }
 
 /// Mean cross-entropy of `logits` against `targets`, and its gradient.
@@ -102,7 +102,7 @@ pub fn cross_entropy(
     let pb = bytemuck::bytes_of(&p);
     let count = gpu.empty(&[1], DType::U32)?;
     let c0 = gpu.dispatch(
-        &kernel("count_valid"),
+        &kernel("count_valid", WG),
         &[Arg::Uniform(pb), Arg::Read(targets), Arg::ReadWrite(&count)],
         [1, 1, 1],
     )?;
@@ -121,9 +121,13 @@ pub fn cross_entropy(
         }
         None => "rows",
     };
-    let c1 = gpu.dispatch(&kernel(entry), &row_args, grid)?;
+    // One workgroup per row, as wide as the device's row kernels use (256
+    // on GPUs, fewer on CPU adapters, where barriers are expensive); a power
+    // of two, as the tree reductions need.
+    let wg = super::row_threads(gpu, v, WG).max(gpu.row_threads().min(WG));
+    let c1 = gpu.dispatch(&kernel(entry, wg), &row_args, grid)?;
     let c2 = gpu.dispatch(
-        &kernel("mean"),
+        &kernel("mean", WG),
         &[
             Arg::Uniform(pb),
             Arg::Read(losses),

@@ -28,10 +28,9 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// Threads cooperating on one row: the next power of two ≥ C, at most WG,
-/// so short rows pack several to a workgroup instead of idling threads.
-pub(crate) fn threads_per_row(c: u32) -> u32 {
-    c.next_power_of_two().min(WG)
+/// Threads cooperating on one row (see [`super::row_threads`]).
+pub(crate) fn threads_per_row(gpu: &Gpu, c: u32) -> u32 {
+    super::row_threads(gpu, c, WG)
 }
 
 /// (rows, C) of a `[.., C]` tensor, with the 32-bit indexing check.
@@ -116,7 +115,7 @@ pub fn layernorm_forward(
         rpc: 0,
         _pad: [0; 2],
     };
-    let tpr = threads_per_row(c);
+    let tpr = threads_per_row(gpu, c);
     gpu.dispatch(
         &row_kernel("forward", tpr),
         &[
@@ -194,7 +193,7 @@ pub fn layernorm_backward(
     };
     let pb = bytemuck::bytes_of(&p);
     let max_dim = gpu.limits().max_compute_workgroups_per_dimension;
-    let tpr = threads_per_row(c);
+    let tpr = threads_per_row(gpu, c);
 
     let d_dx = gpu.dispatch(
         &row_kernel("backward_dx", tpr),

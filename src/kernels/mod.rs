@@ -81,3 +81,21 @@ pub fn check_numel(op: &str, what: &str, t: &Tensor, n: usize) -> Result<()> {
 pub fn check_u32(op: &str, what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| anyhow::anyhow!("{op}: {what} = {n} exceeds 32-bit indexing"))
 }
+
+/// Most elements one thread of a row kernel loops over. lavapipe stops an
+/// invocation's loops after about 65535 iterations in total, silently
+/// (found with one thread per 50257-wide row: the row's second pass stopped
+/// at 65535 − 50257 elements), so a thread never gets more than this.
+const MAX_ELEMENTS_PER_THREAD: u32 = 16384;
+
+/// Threads for one row of `n` elements in a row kernel (LayerNorm, softmax,
+/// cross-entropy): a power of two, at most `wg`, the next power of two ≥ n
+/// so short rows share a workgroup, and at most the device's
+/// [`Gpu::row_threads`](crate::Gpu::row_threads) unless that would give one
+/// thread more than [`MAX_ELEMENTS_PER_THREAD`].
+pub(crate) fn row_threads(gpu: &crate::Gpu, n: u32, wg: u32) -> u32 {
+    let floor = n.div_ceil(MAX_ELEMENTS_PER_THREAD).next_power_of_two();
+    n.next_power_of_two()
+        .min(gpu.row_threads().max(floor))
+        .min(wg)
+}

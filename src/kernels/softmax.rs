@@ -39,9 +39,9 @@ fn rows_and_n(op: &str, x: &Tensor) -> Result<(u32, u32)> {
 }
 
 fn launch(gpu: &Gpu, entry: &'static str, p: Params, tensors: Vec<Arg<'_>>) -> Result<Dispatch> {
-    // Threads per row: next power of two ≥ n, at most WG, so short rows
-    // (causal attention over few positions) share a workgroup.
-    let tpr = p.n.next_power_of_two().min(WG);
+    // Threads per row (see row_threads): short rows (causal attention over
+    // few positions) share a workgroup.
+    let tpr = super::row_threads(gpu, p.n, WG);
     let kernel = Kernel::new("softmax", entry)
         .constant("WG", WG)
         .constant("TPR", tpr);

@@ -31,6 +31,13 @@ pub struct GpuOptions {
     /// Index (as listed by `kiln devices`) or name substring.
     pub adapter: Option<String>,
     pub limits: LimitsPolicy,
+    /// Most threads that row kernels (LayerNorm, softmax, cross-entropy)
+    /// give one row: a power of two in 1..=256. `None` picks per adapter:
+    /// 256 on GPUs; 8 on CPU adapters (lavapipe, SwiftShader), where every
+    /// workgroup barrier of a tree reduction is a costly switch between
+    /// emulated invocations and a thread looping over its share is cheap
+    /// (measured 4–5× faster row kernels on lavapipe, see BENCHMARKS.md).
+    pub row_threads: Option<u32>,
 }
 
 impl Default for GpuOptions {
@@ -39,13 +46,26 @@ impl Default for GpuOptions {
             backends: None,
             adapter: None,
             limits: LimitsPolicy::Adapter,
+            row_threads: None,
         }
     }
 }
 
+/// Row-kernel threads per row on CPU adapters (see [`GpuOptions::row_threads`]).
+pub const CPU_ROW_THREADS: u32 = 8;
+
+/// Checks a `row_threads` value: a power of two in 1..=256.
+pub fn check_row_threads(n: u32) -> Result<u32> {
+    if n == 0 || n > 256 || !n.is_power_of_two() {
+        bail!("row_threads = {n}: must be a power of two from 1 to 256 (e.g. KILN_ROW_THREADS=8)");
+    }
+    Ok(n)
+}
+
 impl GpuOptions {
-    /// Options from `KILN_BACKEND`, `KILN_ADAPTER` and `KILN_LIMITS`
-    /// (`adapter` or `webgpu`). Unknown values are errors, not silent defaults.
+    /// Options from `KILN_BACKEND`, `KILN_ADAPTER`, `KILN_LIMITS` (`adapter`
+    /// or `webgpu`) and `KILN_ROW_THREADS` (see [`GpuOptions::row_threads`]).
+    /// Unknown values are errors, not silent defaults.
     pub fn from_env() -> Result<Self> {
         // The browser has no environment: on wasm32 these are the defaults.
         #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
@@ -68,6 +88,17 @@ impl GpuOptions {
                         bail!("KILN_LIMITS={other:?} is not understood; use `adapter` or `webgpu`")
                     }
                 };
+            }
+            if let Ok(r) = std::env::var("KILN_ROW_THREADS") {
+                let r = r.trim();
+                if !r.is_empty() {
+                    let n: u32 = r.parse().map_err(|_| {
+                        anyhow::anyhow!(
+                            "KILN_ROW_THREADS={r:?} is not a number; use a power of two from 1 to 256"
+                        )
+                    })?;
+                    opts.row_threads = Some(check_row_threads(n)?);
+                }
             }
         }
         Ok(opts)
@@ -115,6 +146,8 @@ pub(crate) struct GpuInner {
     pub pool: Arc<BufferPool>,
     /// wgpu validation errors not yet reported to the caller.
     pub errors: Arc<Mutex<Vec<String>>>,
+    /// Row kernels' threads per row, at most (see [`GpuOptions::row_threads`]).
+    pub row_threads: u32,
 }
 
 /// A cheap-to-clone handle on one opened device and its caches.
@@ -177,13 +210,14 @@ impl Gpu {
                 .await
                 .map_err(|e| anyhow!("{}", no_adapter_message(&e.to_string())))?,
         };
-        Self::from_adapter(instance, adapter, opts.limits).await
+        Self::from_adapter(instance, adapter, opts.limits, opts.row_threads).await
     }
 
     pub async fn from_adapter(
         instance: wgpu::Instance,
         adapter: wgpu::Adapter,
         policy: LimitsPolicy,
+        row_threads: Option<u32>,
     ) -> Result<Self> {
         let info = adapter.get_info();
         let available = adapter.limits();
@@ -226,6 +260,11 @@ impl Gpu {
         let limits = device.limits();
         let features = device.features();
         let pool = Arc::new(BufferPool::new(device.clone()));
+        let row_threads = match row_threads {
+            Some(n) => check_row_threads(n)?,
+            None if info.device_type == wgpu::DeviceType::Cpu => CPU_ROW_THREADS,
+            None => 256,
+        };
         Ok(Self {
             inner: Arc::new(GpuInner {
                 instance,
@@ -238,6 +277,7 @@ impl Gpu {
                 pipelines: PipelineCache::default(),
                 pool,
                 errors,
+                row_threads,
             }),
         })
     }
@@ -273,6 +313,10 @@ impl Gpu {
     }
     pub fn is_cpu(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+    /// The most threads row kernels give one row (see [`GpuOptions::row_threads`]).
+    pub fn row_threads(&self) -> u32 {
+        self.inner.row_threads
     }
     /// One line naming the adapter, for logs and benchmark records.
     pub fn describe(&self) -> String {
