@@ -243,6 +243,7 @@ fn a_model_beyond_the_adapter_limits_fails_clearly() {
         timer: Timer::Wall,
         profile: false,
         seed: 1,
+        attention: kiln::graph::AttentionImpl::Fused,
     };
     let limit = gpu.limits().max_storage_buffer_binding_size;
     if limit >= 50257 * 768 * 4 {

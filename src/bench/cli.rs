@@ -13,6 +13,7 @@ use super::report::{
 };
 use super::timing::Timer;
 use super::train::{bench_train, preset, TrainBenchOptions, TrainReport};
+use crate::graph::AttentionImpl;
 use crate::runtime::Gpu;
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -90,6 +91,10 @@ pub struct BenchArgs {
     /// train: also time every kernel of the step on its own and print where the time goes.
     #[arg(long)]
     pub profile: bool,
+    /// train: attention kernels, fused, unfused or auto (as `kiln train`:
+    /// unfused on CPU adapters, where it measured faster; fused on GPUs).
+    #[arg(long, default_value = "auto")]
+    pub attention: String,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -325,6 +330,13 @@ fn train_bench(
         timer,
         profile: args.profile,
         seed: 1,
+        attention: match args.attention.as_str() {
+            "fused" => AttentionImpl::Fused,
+            "unfused" => AttentionImpl::Unfused,
+            "auto" if cpu => AttentionImpl::Unfused,
+            "auto" => AttentionImpl::Fused,
+            other => bail!("--attention {other:?}: expected fused, unfused or auto"),
+        },
     };
     log(&format!("kiln bench: train --preset {} …", p.name));
     bench_train(gpu, &o, peak, &mut |s| log(s))

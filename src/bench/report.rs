@@ -180,7 +180,7 @@ fn mib(b: u64) -> String {
 pub fn train_table(t: &TrainReport) -> String {
     let p = &t.preset;
     let mut s = format!(
-        "### train {} — {} layers, C {}, {} heads, V {}, B {}, T {} ({:.2}M parameters)\n\n\
+        "### train {} — {} layers, C {}, {} heads, V {}, B {}, T {} ({:.2}M parameters, {} attention)\n\n\
          Time: {} around the whole step (median of {} steps after {} warm-up).\n\n",
         p.name,
         p.n_layer,
@@ -190,6 +190,7 @@ pub fn train_table(t: &TrainReport) -> String {
         t.batch,
         t.seq,
         t.params as f64 / 1e6,
+        t.attention,
         if t.timer == "timestamp" {
             "GPU timestamps"
         } else {

@@ -11,6 +11,7 @@ use super::profile::profile_steps;
 use super::timing::{median_min, process_cpu_s, Bracket, Timer};
 use crate::graph::plan::{naive_bytes, persistent_bytes};
 use crate::graph::Executor;
+use crate::graph::AttentionImpl;
 use crate::model::gpt::{self, BuildOptions, GptConfig};
 use crate::runtime::{DType, Gpu};
 use crate::train::{OptimizerConfig, Trainer};
@@ -90,6 +91,8 @@ pub struct TrainBenchOptions {
     /// Also time every graph step on its own (a throwaway executor).
     pub profile: bool,
     pub seed: u64,
+    /// Attention kernels of the step.
+    pub attention: AttentionImpl,
 }
 
 /// Memory of the training step, in bytes.
@@ -124,6 +127,8 @@ pub struct TrainReport {
     pub preset: Preset,
     pub batch: usize,
     pub seq: usize,
+    /// `fused` or `unfused`.
+    pub attention: &'static str,
     pub params: usize,
     pub timer: &'static str,
     pub warmup_steps: usize,
@@ -175,13 +180,14 @@ pub fn bench_train(
         o.timer
     };
     log(&format!(
-        "train {}: {} layers, C {}, {} heads, V {}, B {batch}, T {seq}: {:.2}M parameters",
+        "train {}: {} layers, C {}, {} heads, V {}, B {batch}, T {seq}: {:.2}M parameters, {:?} attention",
         p.name,
         p.n_layer,
         p.n_embd,
         p.n_head,
         p.vocab,
-        params as f64 / 1e6
+        params as f64 / 1e6,
+        o.attention
     ));
     // Every parameter must fit the adapter's limits: check before spending
     // seconds on initialising 124M values.
@@ -196,8 +202,17 @@ pub fn bench_train(
     }
     let live0 = gpu.pool_stats().live_bytes;
     let init = cfg.init_params(o.seed);
-    let mut trainer = Trainer::new(gpu, &cfg, &OptimizerConfig::default(), batch, seq, 1, &init)
-        .with_context(|| {
+    let mut trainer = Trainer::with_attention(
+        gpu,
+        &cfg,
+        &OptimizerConfig::default(),
+        batch,
+        seq,
+        1,
+        &init,
+        o.attention,
+    )
+    .with_context(|| {
             format!(
                 "building the {} training step (B {batch}, T {seq}) on {}",
                 p.name,
@@ -309,7 +324,7 @@ pub fn bench_train(
                 training: true,
                 keep_logits: false,
                 grad_scale: 1.0,
-                ..Default::default()
+                attention: o.attention,
             },
         )?;
         let scratch = Executor::new(gpu, built.graph, &trainer.params)?;
@@ -333,6 +348,10 @@ pub fn bench_train(
         preset: p.clone(),
         batch,
         seq,
+        attention: match o.attention {
+            AttentionImpl::Fused => "fused",
+            AttentionImpl::Unfused => "unfused",
+        },
         params,
         timer: timer.name(),
         warmup_steps: o.warmup,
