@@ -10,8 +10,8 @@ use super::peak::Peak;
 use super::profile::profile_steps;
 use super::timing::{median_min, process_cpu_s, Bracket, Timer};
 use crate::graph::plan::{naive_bytes, persistent_bytes};
-use crate::graph::Executor;
 use crate::graph::AttentionImpl;
+use crate::graph::Executor;
 use crate::model::gpt::{self, BuildOptions, GptConfig};
 use crate::runtime::{DType, Gpu};
 use crate::train::{OptimizerConfig, Trainer};
@@ -213,12 +213,12 @@ pub fn bench_train(
         o.attention,
     )
     .with_context(|| {
-            format!(
-                "building the {} training step (B {batch}, T {seq}) on {}",
-                p.name,
-                gpu.info().name
-            )
-        })?;
+        format!(
+            "building the {} training step (B {batch}, T {seq}) on {}",
+            p.name,
+            gpu.info().name
+        )
+    })?;
     drop(init);
     let trainer_bytes = gpu.pool_stats().live_bytes.saturating_sub(live0);
     let mut rng = Rng::new(o.seed ^ 0x70c3);
