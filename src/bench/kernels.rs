@@ -19,6 +19,7 @@ use super::peak::Peak;
 use super::timing::{measure, MeasureOptions, Timer};
 use crate::graph::step::attention_specs;
 use crate::graph::AttentionShape;
+use crate::kernels::attention as att;
 use crate::kernels::gelu::GeluKind;
 use crate::kernels::matmul::{self as mm, MatmulSpec, MatmulVariant};
 use crate::kernels::{adamw, crossentropy, embedding, gelu, layernorm, reduce, softmax};
@@ -655,6 +656,38 @@ pub fn cases(
                     dispatches: (v.build)(gpu, &io)
                         .with_context(|| format!("building attention variant {}", v.name))?,
                     output: Some(io.y.clone()),
+                });
+            }
+            // The fused backward (dQ, dK, dV from the saved log-sum-exp),
+            // timed alone: it reads what one forward run wrote.
+            if selects(variant, "fused", true) {
+                let spec = att::AttentionSpec::new(b, h, t, d, true);
+                let o = gpu.empty(&bhtd, DType::F32)?;
+                let lse = gpu.empty(&[b * h, t], DType::F32)?;
+                let fwd = att::attention_forward(gpu, &spec, &io.q, &io.k, &io.v, None, &o, &lse)?;
+                gpu.submit(&fwd.iter().collect::<Vec<_>>());
+                let d_o = upload(gpu, rng, &bhtd, -1.0, 1.0)?;
+                let (dq, dk, dv) = (
+                    gpu.empty(&bhtd, DType::F32)?,
+                    gpu.empty(&bhtd, DType::F32)?,
+                    gpu.empty(&bhtd, DType::F32)?,
+                );
+                let mut bwd = att::attention_backward(
+                    gpu, &spec, &io.q, &io.k, &io.v, &o, &lse, &d_o, None, &dq, &dk, &dv,
+                )?;
+                // Keep the inputs and the other outputs out of the pool while
+                // the dispatches exist.
+                let last = bwd.pop().expect("at least one dispatch");
+                bwd.push(last.keep(o).keep(lse).keep(d_o).keep(dk).keep(dv));
+                cases.push(Case {
+                    op: "attention_backward".into(),
+                    variant: "fused".into(),
+                    default: true,
+                    flops: spec.backward_flops() as f64,
+                    // reads q, k, v, o, dO (and lse); writes dq, dk, dv
+                    bytes: 4.0 * (8.0 * f(b * h * t * d) + f(b * h * t)),
+                    dispatches: bwd,
+                    output: Some(dq),
                 });
             }
         }
