@@ -4,6 +4,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod compare;
 pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
