@@ -330,13 +330,7 @@ fn train_bench(
         timer,
         profile: args.profile,
         seed: 1,
-        attention: match args.attention.as_str() {
-            "fused" => AttentionImpl::Fused,
-            "unfused" => AttentionImpl::Unfused,
-            "auto" if cpu => AttentionImpl::Unfused,
-            "auto" => AttentionImpl::Fused,
-            other => bail!("--attention {other:?}: expected fused, unfused or auto"),
-        },
+        attention: AttentionImpl::choose(&args.attention, gpu).context("--attention")?,
     };
     log(&format!("kiln bench: train --preset {} …", p.name));
     bench_train(gpu, &o, peak, &mut |s| log(s))

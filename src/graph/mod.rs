@@ -74,6 +74,21 @@ pub enum AttentionImpl {
     Fused,
 }
 
+impl AttentionImpl {
+    /// The kernels a setting asks for on `gpu`: `fused`, `unfused`, or
+    /// `auto` (or empty): unfused on CPU adapters, where it measured faster,
+    /// fused elsewhere.
+    pub fn choose(setting: &str, gpu: &crate::runtime::Gpu) -> Result<Self> {
+        Ok(match setting {
+            "fused" => Self::Fused,
+            "unfused" => Self::Unfused,
+            "auto" | "" if gpu.is_cpu() => Self::Unfused,
+            "auto" | "" => Self::Fused,
+            other => bail!("attention {other:?}: expected fused, unfused or auto"),
+        })
+    }
+}
+
 /// A model-level op: the unit of the gradient rules in [`autodiff`].
 #[derive(Clone, Debug)]
 pub enum FwdOp {

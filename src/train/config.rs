@@ -135,14 +135,8 @@ impl RunConfig {
 
     /// The attention implementation `model.attention` asks for on `gpu`.
     pub fn attention_for(&self, gpu: &crate::runtime::Gpu) -> Result<crate::graph::AttentionImpl> {
-        use crate::graph::AttentionImpl;
-        Ok(match self.model.attention.as_str() {
-            "fused" => AttentionImpl::Fused,
-            "unfused" => AttentionImpl::Unfused,
-            "auto" | "" if gpu.is_cpu() => AttentionImpl::Unfused,
-            "auto" | "" => AttentionImpl::Fused,
-            other => anyhow::bail!("model.attention = {other:?}: expected fused, unfused or auto"),
-        })
+        crate::graph::AttentionImpl::choose(&self.model.attention, gpu)
+            .context("model.attention in the run config")
     }
 
     pub fn from_toml_file(path: &Path) -> Result<Self> {
