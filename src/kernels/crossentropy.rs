@@ -124,7 +124,7 @@ pub fn cross_entropy(
     // One workgroup per row, as wide as the device's row kernels use (256
     // on GPUs, fewer on CPU adapters, where barriers are expensive); a power
     // of two, as the tree reductions need.
-    let wg = super::row_threads(gpu, v, WG).max(gpu.row_threads().min(WG));
+    let wg = super::row_threads_cap(gpu, v).min(WG);
     let c1 = gpu.dispatch(&kernel(entry, wg), &row_args, grid)?;
     let c2 = gpu.dispatch(
         &kernel("mean", WG),

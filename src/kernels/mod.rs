@@ -88,14 +88,16 @@ pub fn check_u32(op: &str, what: &str, n: usize) -> Result<u32> {
 /// at 65535 − 50257 elements), so a thread never gets more than this.
 const MAX_ELEMENTS_PER_THREAD: u32 = 16384;
 
-/// Threads for one row of `n` elements in a row kernel (LayerNorm, softmax,
-/// cross-entropy): a power of two, at most `wg`, the next power of two ≥ n
-/// so short rows share a workgroup, and at most the device's
-/// [`Gpu::row_threads`](crate::Gpu::row_threads) unless that would give one
-/// thread more than [`MAX_ELEMENTS_PER_THREAD`].
+/// Most threads a row kernel (LayerNorm, softmax, cross-entropy) gives a
+/// row of `n` elements: the device's [`Gpu::row_threads`](crate::Gpu::row_threads),
+/// raised where needed so no thread gets more than [`MAX_ELEMENTS_PER_THREAD`].
+pub(crate) fn row_threads_cap(gpu: &crate::Gpu, n: u32) -> u32 {
+    gpu.row_threads()
+        .max(n.div_ceil(MAX_ELEMENTS_PER_THREAD).next_power_of_two())
+}
+
+/// Threads for one row of `n` elements when short rows share a workgroup:
+/// a power of two, the next ≥ n, at most [`row_threads_cap`] and `wg`.
 pub(crate) fn row_threads(gpu: &crate::Gpu, n: u32, wg: u32) -> u32 {
-    let floor = n.div_ceil(MAX_ELEMENTS_PER_THREAD).next_power_of_two();
-    n.next_power_of_two()
-        .min(gpu.row_threads().max(floor))
-        .min(wg)
+    n.next_power_of_two().min(row_threads_cap(gpu, n)).min(wg)
 }
