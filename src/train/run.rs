@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::checkpoint::{self, STATE_FILE};
 use super::config::RunConfig;
-use super::sample::{generate, SampleOptions};
+use super::sample::{generate_on_gpu, SampleOptions};
 use super::trainer::{Batch, PendingStats, StepStats, Trainer};
 use crate::data::corpus::{builtin_corpus, load_text};
 use crate::data::loader::TokenDataset;
@@ -329,15 +329,19 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
 
     let sample = if t.sample_tokens > 0 {
         let prompt = first_line(&tok.decode(&data.val[..data.val.len().min(t.seq / 2)]));
-        let params = pollster::block_on(crate::model::download(gpu, &trainer.params))?;
-        let flat: Vec<(String, Vec<f32>)> = params.into_iter().map(|(n, _, d)| (n, d)).collect();
         let opts_s = SampleOptions {
             max_new_tokens: t.sample_tokens,
             temperature: 0.8,
             top_k: 40,
             seed: t.seed,
         };
-        let ids = pollster::block_on(generate(gpu, &model, &flat, &tok.encode(&prompt), &opts_s))?;
+        let ids = pollster::block_on(generate_on_gpu(
+            gpu,
+            &model,
+            &trainer.params,
+            &tok.encode(&prompt),
+            &opts_s,
+        ))?;
         format!("{prompt}{}", tok.decode(&ids))
     } else {
         String::new()

@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 
-use crate::graph::exec::Executor;
+use crate::graph::exec::{Executor, TensorMap};
 use crate::model::gpt::{self, BuildOptions, GptConfig};
 use crate::model::upload_params;
 use crate::runtime::Gpu;
@@ -53,11 +53,25 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u3
     idx[idx.len() - 1] as u32
 }
 
-/// Continues `prompt` by up to `max_new_tokens` tokens; returns the new ones.
+/// Continues `prompt` by up to `max_new_tokens` tokens from host
+/// parameters; returns the new ones.
 pub async fn generate(
     gpu: &Gpu,
     cfg: &GptConfig,
     params: &[(String, Vec<f32>)],
+    prompt: &[u32],
+    o: &SampleOptions,
+) -> Result<Vec<u32>> {
+    let p = upload_params(gpu, &cfg.param_shapes(), params)?;
+    generate_on_gpu(gpu, cfg, &p, prompt, o).await
+}
+
+/// [`generate`] from parameters already on the device (e.g. a trainer's,
+/// which the sampling graph only reads): nothing is copied.
+pub async fn generate_on_gpu(
+    gpu: &Gpu,
+    cfg: &GptConfig,
+    params: &TensorMap,
     prompt: &[u32],
     o: &SampleOptions,
 ) -> Result<Vec<u32>> {
@@ -71,7 +85,6 @@ pub async fn generate(
         cfg.vocab_size
     );
     let t = cfg.n_positions;
-    let p = upload_params(gpu, &cfg.param_shapes(), params)?;
     let built = gpt::build(
         cfg,
         &BuildOptions {
@@ -83,7 +96,7 @@ pub async fn generate(
             ..Default::default()
         },
     )?;
-    let exec = Executor::new(gpu, built.graph, &p)?;
+    let exec = Executor::new(gpu, built.graph, params)?;
     let (tokens, logits) = (exec.named("tokens")?, exec.named("logits")?);
     let v = cfg.vocab_size as u64;
     let mut rng = Rng::new(o.seed);

@@ -8,12 +8,12 @@
 //! CLI run loop (`kiln::train::run::run_training`) exactly, so a session and
 //! `kiln train` with the same [`RunConfig`] see the same losses.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use kiln::data::corpus::builtin_corpus;
 use kiln::data::loader::TokenDataset;
 use kiln::data::tokenizer::{ByteTokenizer, Tokenizer};
 use kiln::model::gpt::GptConfig;
-use kiln::train::sample::{generate, SampleOptions};
+use kiln::train::sample::{generate_on_gpu, SampleOptions};
 use kiln::train::{Batch, PendingStats, RunConfig, StepStats, Trainer};
 use kiln::Gpu;
 
@@ -204,10 +204,6 @@ impl Session {
             "at most 4096 tokens per sample, got {n_tokens}"
         );
         let tok = ByteTokenizer;
-        let params = kiln::model::download(&self.gpu, &self.trainer.params)
-            .await
-            .context("reading the parameters back for sampling")?;
-        let flat: Vec<(String, Vec<f32>)> = params.into_iter().map(|(n, _, d)| (n, d)).collect();
         let opts = SampleOptions {
             max_new_tokens: n_tokens,
             temperature,
@@ -215,7 +211,14 @@ impl Session {
             seed: self.cfg.train.seed.wrapping_add(self.samples),
         };
         self.samples += 1;
-        let ids = generate(&self.gpu, &self.model, &flat, &tok.encode(prompt), &opts).await?;
+        let ids = generate_on_gpu(
+            &self.gpu,
+            &self.model,
+            &self.trainer.params,
+            &tok.encode(prompt),
+            &opts,
+        )
+        .await?;
         Ok(tok.decode(&ids))
     }
 
