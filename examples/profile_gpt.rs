@@ -3,7 +3,7 @@
 
 use kiln::bench::profile::profile_steps;
 use kiln::graph::Executor;
-use kiln::model::gpt::{build, BuildOptions, GptConfig};
+use kiln::model::{build, for_run, init_params, param_shapes, BuildOptions, Dims, ModelDims};
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<usize> = std::env::args()
@@ -20,16 +20,24 @@ fn main() -> anyhow::Result<()> {
         get(5, 256),
     );
     let gpu = pollster::block_on(kiln::Gpu::from_env())?;
-    let cfg = GptConfig::new(vocab, seq, embd, heads, layers);
-    let params = kiln::model::upload_params(&gpu, &cfg.param_shapes(), &cfg.init_params(1))?;
+    let model = for_run(
+        "gpt2",
+        &ModelDims {
+            n_layer: layers,
+            n_head: heads,
+            n_embd: embd,
+            n_positions: seq,
+            vocab_size: vocab,
+        },
+    )?;
+    let shapes = param_shapes(model.as_ref())?;
+    let params = kiln::model::upload_params(&gpu, &shapes, &init_params(model.as_ref(), 1)?)?;
+    let layout = model.input_specs(Dims { batch, seq });
     let g = build(
-        &cfg,
+        model.as_ref(),
+        &layout,
         &BuildOptions {
-            batch,
-            seq,
             training: true,
-            keep_logits: false,
-            grad_scale: 1.0,
             ..Default::default()
         },
     )?;

@@ -12,11 +12,10 @@
 //! - dq, dk, dv: 1e-5 + 1e-4·|ref| (dk and dv sum over up to T queries).
 
 use crate::common::*;
-use kiln::graph::step::attention_specs;
-use kiln::graph::AttentionShape;
 use kiln::kernels::attention::{attention_backward, attention_forward, AttentionSpec};
 use kiln::kernels::matmul::{matmul, MatmulSpec};
 use kiln::kernels::softmax::{softmax_backward, softmax_forward_scaled};
+use kiln::ops::AttentionShape;
 use kiln::reference::attention as r;
 use kiln::runtime::{DType, Tensor};
 
@@ -138,7 +137,7 @@ fn gpu_unfused(x: &Inputs) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         head_dim: d,
         causal: s.causal,
     };
-    let (s_spec, y_spec) = attention_specs(&shape);
+    let (s_spec, y_spec) = shape.unfused_specs();
     let sh = x.shape();
     let g = gpu();
     let (q, k, v, d_o) = (

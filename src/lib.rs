@@ -2,9 +2,11 @@
 //!
 //! Layers, bottom up: [`runtime`] (device, tensors, pipelines) →
 //! [`kernels`] (one WGSL family each, with a CPU [`reference`]) → [`graph`]
-//! (ops, autodiff, memory planning, execution) → [`model`] → [`train`]
-//! (optimizer, run loop, checkpoints), [`data`] (text, tokenizers, batches)
-//! → the `kiln` CLI and the web front end.
+//! (nodes, autodiff, memory planning, execution) and [`ops`] (the op set,
+//! one file each) → [`model`] (models declared once under Hugging Face
+//! names) → [`train`] (one trainer for every model, the shared run session,
+//! checkpoints), [`data`] (text, tokenizers, batches, data sources) → the
+//! `kiln` CLI and the web front end.
 // On wasm32 wgpu's handles are neither Send nor Sync and std::fs::File has
 // no Drop, so two lints fire there that cannot on native, where the Arcs
 // and explicit drops are what they should be.
@@ -20,6 +22,7 @@ pub mod graph;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod ops;
 pub mod plot;
 pub mod reference;
 pub mod runtime;

@@ -187,9 +187,10 @@ struct GradsArgs {
     /// model.safetensors (config.json beside it) or a run directory.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// safetensors with `inputs` and `targets`, i32 [B, T].
-    #[arg(long)]
-    tokens: PathBuf,
+    /// safetensors with the model's inputs by their Hugging Face names (GPT-2:
+    /// `input_ids` and `targets`, or `labels` as Hugging Face aligns them).
+    #[arg(long, alias = "tokens")]
+    batch: PathBuf,
     #[arg(long)]
     out: PathBuf,
 }
@@ -342,17 +343,9 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_run(
-    dir: &std::path::Path,
-) -> Result<(kiln::model::gpt::GptConfig, kiln::model::HostParams)> {
-    let cfg = kiln::train::checkpoint::load_config(dir)?;
-    let params = kiln::train::checkpoint::load_params(dir, &cfg)?;
-    Ok((cfg, params))
-}
-
 fn sample(a: SampleArgs) -> Result<()> {
     let gpu = open_gpu()?;
-    let (cfg, params) = load_run(&a.checkpoint)?;
+    let (model, params) = kiln::train::checkpoint::load_model(&a.checkpoint)?;
     let tok =
         kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
     let prompt = tok.encode(&a.prompt);
@@ -363,7 +356,11 @@ fn sample(a: SampleArgs) -> Result<()> {
         seed: a.seed,
     };
     let ids = pollster::block_on(kiln::train::sample::generate(
-        &gpu, &cfg, &params, &prompt, &opts,
+        &gpu,
+        model.as_ref(),
+        &params,
+        &prompt,
+        &opts,
     ))?;
     println!("{}{}", a.prompt, tok.decode(&ids));
     Ok(())
@@ -371,11 +368,17 @@ fn sample(a: SampleArgs) -> Result<()> {
 
 fn eval(a: EvalArgs) -> Result<()> {
     let gpu = open_gpu()?;
-    let (cfg, params) = load_run(&a.checkpoint)?;
+    let (model, params) = kiln::train::checkpoint::load_model(&a.checkpoint)?;
     let tok =
         kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
     let text = kiln::data::corpus::load_text(&a.data)?;
-    let seq = a.seq.unwrap_or(cfg.n_positions);
+    let Some(context) = model.context_length() else {
+        bail!(
+            "{} is not a language model; kiln eval measures language-model loss",
+            model.architecture()
+        );
+    };
+    let seq = a.seq.unwrap_or(context);
     let data = kiln::data::loader::TokenDataset {
         train: Vec::new(),
         val: tok.encode(&text),
@@ -393,19 +396,24 @@ fn eval(a: EvalArgs) -> Result<()> {
             a.batch * seq + 1
         );
     }
-    let batches: Vec<kiln::train::Batch> = (0..n)
-        .map(|i| data.val_batch(i, a.batch, seq))
-        .collect::<Result<_>>()?;
-    let mut trainer = kiln::train::Trainer::new(
-        &gpu,
-        &cfg,
-        &kiln::train::OptimizerConfig::default(),
-        a.batch,
+    let source = kiln::data::CausalLm {
+        data,
+        seed: 0,
+        batch: a.batch,
         seq,
-        1,
-        &params,
+    };
+    use kiln::data::DataSource;
+    let batches = source.val_batches(n)?;
+    let shapes = kiln::model::param_shapes(model.as_ref())?;
+    let gpu_params = kiln::model::upload_params(&gpu, &shapes, &params)?;
+    let eval = kiln::train::Evaluator::new(
+        &gpu,
+        model.clone(),
+        &source.layout(),
+        &gpu_params,
+        kiln::graph::AttentionImpl::choose("auto", &gpu)?,
     )?;
-    let loss = pollster::block_on(trainer.eval_loss(&batches))?;
+    let loss = pollster::block_on(eval.mean_loss(&batches))?;
     let tokens = n * a.batch * seq;
     if a.json {
         println!(
@@ -422,51 +430,57 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn grads(a: GradsArgs) -> Result<()> {
-    use kiln::io::checkpoint::{load_safetensors, save_safetensors, tensors_by_name, NamedTensor};
+    use kiln::io::checkpoint::{load_safetensors, save_safetensors, NamedTensor};
     let gpu = open_gpu()?;
-    let dir = if a.checkpoint.is_dir() {
-        a.checkpoint.clone()
+    // A run directory, or a weights file with config.json beside it.
+    let (dir, weights) = if a.checkpoint.is_dir() {
+        (
+            a.checkpoint.clone(),
+            a.checkpoint.join(kiln::train::checkpoint::MODEL_FILE),
+        )
     } else {
-        a.checkpoint
+        let dir = a
+            .checkpoint
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .map(|p| p.to_path_buf())
-            .unwrap_or_default()
+            .unwrap_or_else(|| PathBuf::from("."));
+        (dir, a.checkpoint.clone())
     };
-    let (cfg, params) =
-        load_run(&dir).with_context(|| format!("loading {}", a.checkpoint.display()))?;
-    let (tensors, _) = load_safetensors(&a.tokens)?;
-    let by = tensors_by_name(tensors)?;
-    let get = |name: &str| {
-        by.get(name).ok_or_else(|| {
-            anyhow::anyhow!("{} has no `{name}` tensor (i32 [B, T])", a.tokens.display())
-        })
-    };
-    let (inp, tgt) = (get("inputs")?, get("targets")?);
-    if inp.shape.len() != 2 || inp.shape != tgt.shape {
-        bail!(
-            "inputs and targets must both be i32 [B, T]; got {:?} and {:?}",
-            inp.shape,
-            tgt.shape
-        );
+    let model = kiln::train::checkpoint::load_model_config(&dir)
+        .with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let params = kiln::train::checkpoint::load_params_file(&weights, model.as_ref())?;
+    let (tensors, _) = load_safetensors(&a.batch)
+        .with_context(|| format!("reading the batch file {}", a.batch.display()))?;
+    let mut batch = kiln::data::Batch::new();
+    for mut t in tensors {
+        // Kiln's first grads files named the GPT inputs `inputs`.
+        if t.name == "inputs" {
+            t.name = "input_ids".into();
+        }
+        batch.insert(t);
     }
-    let (b, t) = (inp.shape[0], inp.shape[1]);
-    let inputs = inp.i32_with_shape(&[b, t])?.to_vec();
-    let targets = tgt.i32_with_shape(&[b, t])?.to_vec();
     let r = pollster::block_on(kiln::train::grads::grads_pass(
-        &gpu, &cfg, &params, &inputs, &targets, b, t,
+        &gpu,
+        model.as_ref(),
+        &params,
+        &batch,
+        kiln::graph::AttentionImpl::Fused,
     ))?;
-    let mut out = vec![
-        NamedTensor::f32("logits", vec![b, t, cfg.vocab_size], r.logits),
-        NamedTensor::f32("loss", vec![1], vec![r.loss]),
-    ];
+    let mut out = vec![NamedTensor::f32("loss", vec![1], vec![r.loss])];
+    for (name, (shape, v)) in &r.outputs {
+        out.push(NamedTensor::f32(name.clone(), shape.clone(), v.clone()));
+    }
+    let n_out = out.len();
     for (name, shape, g) in r.grads {
         out.push(NamedTensor::f32(format!("grad.{name}"), shape, g));
     }
     save_safetensors(&a.out, &out, &Default::default())?;
     println!(
-        "loss {:.6}; wrote logits, loss and {} gradients to {}",
+        "loss {:.6}; wrote loss, {} and {} gradients to {}",
         r.loss,
-        out.len() - 2,
+        r.outputs.keys().cloned().collect::<Vec<_>>().join(", "),
+        out.len() - n_out,
         a.out.display()
     );
     Ok(())
@@ -474,21 +488,32 @@ fn grads(a: GradsArgs) -> Result<()> {
 
 fn graph(a: GraphArgs) -> Result<()> {
     use kiln::graph::AttentionImpl;
-    use kiln::model::gpt::{build, BuildOptions, GptConfig};
-    let cfg = GptConfig::new(a.vocab, a.seq, a.embd, a.heads, a.layers);
+    use kiln::model::{build, for_run, BuildOptions, Dims, ModelDims};
+    let model = for_run(
+        "gpt2",
+        &ModelDims {
+            n_layer: a.layers,
+            n_head: a.heads,
+            n_embd: a.embd,
+            n_positions: a.seq,
+            vocab_size: a.vocab,
+        },
+    )?;
+    let layout = model.input_specs(Dims {
+        batch: a.batch,
+        seq: a.seq,
+    });
     let built = build(
-        &cfg,
+        model.as_ref(),
+        &layout,
         &BuildOptions {
-            batch: a.batch,
-            seq: a.seq,
             training: !a.forward_only,
-            keep_logits: false,
-            grad_scale: 1.0,
             attention: if a.unfused {
                 AttentionImpl::Unfused
             } else {
                 AttentionImpl::Fused
             },
+            ..Default::default()
         },
     )?;
     let plan = kiln::graph::plan::plan(&built.graph)?;

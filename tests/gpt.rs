@@ -18,13 +18,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
+use kiln::data::Batch;
 use kiln::graph::{AttentionImpl, Executor};
 use kiln::io::checkpoint::{load_safetensors, tensors_by_name, NamedTensor, TensorData};
-use kiln::model::gpt::{build, BuildOptions, GptConfig};
-use kiln::model::upload_params;
+use kiln::model::gpt2::{Gpt2, GptConfig};
+use kiln::model::{build, upload_params, BuildOptions, Dims, Model};
 use kiln::runtime::{Gpu, GpuOptions, LimitsPolicy};
-use kiln::train::grads::grads_pass_with;
-use kiln::train::{OptimizerConfig, Trainer};
+use kiln::train::grads::{grads_pass, GradsResult};
+use kiln::train::{OptimizerConfig, Trainer, TrainerOptions};
 use kiln::util::Rng;
 
 fn gpu() -> &'static Gpu {
@@ -101,6 +104,62 @@ impl Reference {
     }
 }
 
+fn gpt(cfg: &GptConfig) -> Arc<dyn Model> {
+    Arc::new(Gpt2::new(cfg.clone()).unwrap())
+}
+
+fn lm_batch(x: &[i32], y: &[i32], b: usize, t: usize) -> Batch {
+    Batch::new()
+        .with_i32("input_ids", &[b, t], x.to_vec())
+        .with_i32("targets", &[b, t], y.to_vec())
+}
+
+/// A GPT trainer on micro-batches of [B, T] with `accum` micro-batches per step.
+fn trainer(
+    cfg: &GptConfig,
+    opt: &OptimizerConfig,
+    b: usize,
+    t: usize,
+    accum: usize,
+    params: &[(String, Vec<f32>)],
+) -> Trainer {
+    let m = gpt(cfg);
+    let layout = m.input_specs(Dims { batch: b, seq: t });
+    Trainer::new(
+        gpu(),
+        m,
+        opt,
+        &layout,
+        params,
+        &TrainerOptions {
+            grad_accum: accum,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// One forward and backward pass, everything read back.
+#[allow(clippy::too_many_arguments)]
+fn grads_with(
+    cfg: &GptConfig,
+    params: &[(String, Vec<f32>)],
+    x: &[i32],
+    y: &[i32],
+    b: usize,
+    t: usize,
+    attention: AttentionImpl,
+) -> GradsResult {
+    pollster::block_on(grads_pass(
+        gpu(),
+        gpt(cfg).as_ref(),
+        params,
+        &lm_batch(x, y, b, t),
+        attention,
+    ))
+    .unwrap()
+}
+
 fn max_abs(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -111,18 +170,10 @@ fn max_abs(a: &[f32], b: &[f32]) -> f64 {
 
 fn check_pytorch_parity(attention: AttentionImpl) {
     let r = Reference::load("gpt_reference.safetensors");
-    let out = pollster::block_on(grads_pass_with(
-        gpu(),
-        &r.cfg,
-        &r.params,
-        &r.inputs,
-        &r.targets,
-        r.batch,
-        r.seq,
-        attention,
-    ))
-    .unwrap();
-    let logit_err = max_abs(&out.logits, r.f32("logits"));
+    let out = grads_with(
+        &r.cfg, &r.params, &r.inputs, &r.targets, r.batch, r.seq, attention,
+    );
+    let logit_err = max_abs(out.output("logits").unwrap(), r.f32("logits"));
     let loss_err = (out.loss as f64 - r.f32("loss")[0] as f64).abs();
     eprintln!("{attention:?}: logits max abs err {logit_err:.3e}, loss err {loss_err:.3e}");
     assert!(
@@ -168,11 +219,11 @@ fn fused_attention_drops_the_txt_tensors_and_dispatches() {
     let (b, t) = (r.batch, r.seq);
     let mut counts = Vec::new();
     for attention in [AttentionImpl::Unfused, AttentionImpl::Fused] {
+        let m = gpt(&r.cfg);
         let built = build(
-            &r.cfg,
+            m.as_ref(),
+            &m.input_specs(Dims { batch: b, seq: t }),
             &BuildOptions {
-                batch: b,
-                seq: t,
                 training: true,
                 attention,
                 ..Default::default()
@@ -189,7 +240,7 @@ fn fused_attention_drops_the_txt_tensors_and_dispatches() {
             .graph
             .steps
             .iter()
-            .filter(|s| s.name().starts_with("attention"))
+            .filter(|s| s.name.starts_with("attention"))
             .count();
         let params = upload_params(gpu(), &r.cfg.param_shapes(), &r.params).unwrap();
         let exec = Executor::new(gpu(), built.graph, &params).unwrap();
@@ -212,21 +263,9 @@ fn fused_attention_drops_the_txt_tensors_and_dispatches() {
     // two matmuls, softmax backward and two more become three backward passes.
     assert_eq!(counts[0] - counts[1], 4 * r.cfg.n_layer, "{counts:?}");
 
-    let run = |attention| {
-        pollster::block_on(grads_pass_with(
-            gpu(),
-            &r.cfg,
-            &r.params,
-            &r.inputs,
-            &r.targets,
-            b,
-            t,
-            attention,
-        ))
-        .unwrap()
-    };
+    let run = |attention| grads_with(&r.cfg, &r.params, &r.inputs, &r.targets, b, t, attention);
     let (u, f) = (run(AttentionImpl::Unfused), run(AttentionImpl::Fused));
-    let logit_diff = max_abs(&u.logits, &f.logits);
+    let logit_diff = max_abs(u.output("logits").unwrap(), f.output("logits").unwrap());
     eprintln!(
         "fused vs unfused: logits max abs diff {logit_diff:.3e}, loss {} vs {}",
         f.loss, u.loss
@@ -262,7 +301,7 @@ fn parity_optimizer(r: &Reference) -> OptimizerConfig {
 
 /// Runs `steps` optimizer steps on the reference batch; returns each step's loss.
 fn run_steps(trainer: &mut Trainer, r: &Reference, steps: usize) -> Vec<f32> {
-    let batch = (r.inputs.clone(), r.targets.clone());
+    let batch = lm_batch(&r.inputs, &r.targets, r.batch, r.seq);
     (0..steps)
         .map(|_| {
             let p = trainer
@@ -278,16 +317,7 @@ fn run_steps(trainer: &mut Trainer, r: &Reference, steps: usize) -> Vec<f32> {
 fn ten_adamw_steps_follow_pytorch_losses() {
     let r = Reference::load("gpt_reference.safetensors");
     let want = r.f32("losses").to_vec();
-    let mut trainer = Trainer::new(
-        gpu(),
-        &r.cfg,
-        &parity_optimizer(&r),
-        r.batch,
-        r.seq,
-        1,
-        &r.params,
-    )
-    .unwrap();
+    let mut trainer = trainer(&r.cfg, &parity_optimizer(&r), r.batch, r.seq, 1, &r.params);
     let got = run_steps(&mut trainer, &r, want.len());
     eprintln!("kiln    {got:?}\npytorch {want:?}");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -305,9 +335,9 @@ fn same_seed_same_bits_and_resume_is_exact() {
     let opt = parity_optimizer(&r);
     let grab = |t: &Trainer| pollster::block_on(kiln::model::download(gpu(), &t.params)).unwrap();
     // Two uninterrupted runs of 6 steps.
-    let mut a = Trainer::new(gpu(), &r.cfg, &opt, r.batch, r.seq, 1, &r.params).unwrap();
+    let mut a = trainer(&r.cfg, &opt, r.batch, r.seq, 1, &r.params);
     let la = run_steps(&mut a, &r, 6);
-    let mut b = Trainer::new(gpu(), &r.cfg, &opt, r.batch, r.seq, 1, &r.params).unwrap();
+    let mut b = trainer(&r.cfg, &opt, r.batch, r.seq, 1, &r.params);
     let lb = run_steps(&mut b, &r, 6);
     assert_eq!(
         la.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -323,7 +353,7 @@ fn same_seed_same_bits_and_resume_is_exact() {
     // 3 steps, checkpoint to disk, a fresh trainer from the files, 3 more.
     let dir = std::env::temp_dir().join(format!("kiln-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut c = Trainer::new(gpu(), &r.cfg, &opt, r.batch, r.seq, 1, &r.params).unwrap();
+    let mut c = trainer(&r.cfg, &opt, r.batch, r.seq, 1, &r.params);
     let mut lc = run_steps(&mut c, &r, 3);
     let state = kiln::train::run::TrainerState {
         step: c.step,
@@ -334,11 +364,10 @@ fn same_seed_same_bits_and_resume_is_exact() {
     };
     kiln::train::run::save_checkpoint(&c, &state, &dir).unwrap();
     drop(c);
-    let cfg = kiln::train::checkpoint::load_config(&dir).unwrap();
-    assert_eq!(cfg, r.cfg);
-    let params = kiln::train::checkpoint::load_params(&dir, &cfg).unwrap();
+    let (model, params) = kiln::train::checkpoint::load_model(&dir).unwrap();
+    assert_eq!(model.config_json(), gpt(&r.cfg).config_json());
     let (m, v, t) = kiln::train::checkpoint::load_optimizer(&dir).unwrap();
-    let mut d = Trainer::new(gpu(), &cfg, &opt, r.batch, r.seq, 1, &params).unwrap();
+    let mut d = trainer(&r.cfg, &opt, r.batch, r.seq, 1, &params);
     d.opt.load_state(gpu(), &m, &v, t).unwrap();
     d.step = state.step;
     lc.extend(run_steps(&mut d, &r, 3));
@@ -403,18 +432,8 @@ fn grads_match_the_cpu_reference_on_random_configs() {
         let want = forward_backward(&shape, &flat, &inputs, &targets, batch, seq);
         let logits: Vec<f32> = want.logits.iter().map(|x| *x as f32).collect();
         for attention in [AttentionImpl::Fused, AttentionImpl::Unfused] {
-            let out = pollster::block_on(grads_pass_with(
-                gpu(),
-                &cfg,
-                &params,
-                &inputs,
-                &targets,
-                batch,
-                seq,
-                attention,
-            ))
-            .unwrap();
-            let err = max_abs(&out.logits, &logits);
+            let out = grads_with(&cfg, &params, &inputs, &targets, batch, seq, attention);
+            let err = max_abs(out.output("logits").unwrap(), &logits);
             assert!(
                 err <= 1e-5,
                 "case {case} {attention:?} {cfg:?} B={batch} T={seq}: logits err {err:e}"
@@ -453,16 +472,25 @@ fn gradient_accumulation_equals_one_big_batch() {
             .collect()
     };
     let (x1, y1, x2, y2) = (tok(n), tok(n), tok(n), tok(n));
-    let mut acc = Trainer::new(gpu(), &r.cfg, &opt, r.batch, r.seq, 2, &r.params).unwrap();
+    let mut acc = trainer(&r.cfg, &opt, r.batch, r.seq, 2, &r.params);
     let p = acc
-        .train_step(&[(x1.clone(), y1.clone()), (x2.clone(), y2.clone())], true)
+        .train_step(
+            &[
+                lm_batch(&x1, &y1, r.batch, r.seq),
+                lm_batch(&x2, &y2, r.batch, r.seq),
+            ],
+            true,
+        )
         .unwrap()
         .unwrap();
     let la = pollster::block_on(p.get(gpu())).unwrap();
-    let mut big = Trainer::new(gpu(), &r.cfg, &opt, 2 * r.batch, r.seq, 1, &r.params).unwrap();
+    let mut big = trainer(&r.cfg, &opt, 2 * r.batch, r.seq, 1, &r.params);
     let xb = [x1, x2].concat();
     let yb = [y1, y2].concat();
-    let p = big.train_step(&[(xb, yb)], true).unwrap().unwrap();
+    let p = big
+        .train_step(&[lm_batch(&xb, &yb, 2 * r.batch, r.seq)], true)
+        .unwrap()
+        .unwrap();
     let lb = pollster::block_on(p.get(gpu())).unwrap();
     assert!(
         (la.loss - lb.loss).abs() < 1e-5,

@@ -118,10 +118,24 @@ fn interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     );
     assert!(a.join("loss.png").is_file() && a.join("config.json").is_file());
     // The checkpoint loads as a GPT-2 config with the run's shape.
-    let c = kiln::train::checkpoint::load_config(&a).unwrap();
+    let c = kiln::train::checkpoint::load_model_config(&a)
+        .unwrap()
+        .config_json();
     assert_eq!(
-        (c.n_layer, c.n_embd, c.n_head, c.vocab_size),
-        (1, 32, 2, 256)
+        (
+            &c["model_type"],
+            &c["n_layer"],
+            &c["n_embd"],
+            &c["n_head"],
+            &c["vocab_size"]
+        ),
+        (
+            &"gpt2".into(),
+            &1.into(),
+            &32.into(),
+            &2.into(),
+            &256.into()
+        )
     );
     for d in [a, b] {
         let _ = std::fs::remove_dir_all(d);
@@ -207,7 +221,7 @@ fn validation_loss_falls_on_moby_dick() {
 #[test]
 fn kiln_grads_command_matches_the_cpu_reference() {
     use kiln::io::checkpoint::{load_safetensors, save_safetensors, tensors_by_name, NamedTensor};
-    use kiln::model::gpt::GptConfig;
+    use kiln::model::gpt2::{Gpt2, GptConfig};
     use kiln::reference::gpt::{forward_backward, GptShape};
     let dir = tmp("grads");
     let cfg = GptConfig::new(23, 9, 12, 3, 2);
@@ -230,7 +244,7 @@ fn kiln_grads_command_matches_the_cpu_reference() {
         .zip(&params)
         .map(|((n, s), (_, d))| (n, s, d.clone()))
         .collect();
-    kiln::train::checkpoint::save_model(&dir, &cfg, &host).unwrap();
+    kiln::train::checkpoint::save_model(&dir, &Gpt2::new(cfg.clone()).unwrap(), &host).unwrap();
     let (b, t) = (2, 7);
     let inputs: Vec<i32> = (0..b * t).map(|_| rng.below(23) as i32).collect();
     let targets: Vec<i32> = (0..b * t)
@@ -299,6 +313,6 @@ fn kiln_grads_command_matches_the_cpu_reference() {
         .unwrap();
     assert!(!bad.status.success());
     let msg = String::from_utf8_lossy(&bad.stderr);
-    assert!(msg.contains("inputs"), "{msg}");
+    assert!(msg.contains("input_ids"), "{msg}");
     let _ = std::fs::remove_dir_all(dir);
 }

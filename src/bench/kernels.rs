@@ -17,12 +17,11 @@ use serde::Serialize;
 
 use super::peak::Peak;
 use super::timing::{measure, MeasureOptions, Timer};
-use crate::graph::step::attention_specs;
-use crate::graph::AttentionShape;
 use crate::kernels::attention as att;
 use crate::kernels::gelu::GeluKind;
 use crate::kernels::matmul::{self as mm, MatmulSpec, MatmulVariant};
 use crate::kernels::{adamw, crossentropy, embedding, gelu, layernorm, reduce, softmax};
+use crate::ops::AttentionShape;
 use crate::runtime::{DType, Dispatch, Gpu, Tensor};
 use crate::util::Rng;
 
@@ -476,7 +475,7 @@ pub fn fused_attention(gpu: &Gpu, io: &AttentionIo) -> Result<Vec<Dispatch>> {
 /// probabilities live as long as the dispatches.
 pub fn unfused_attention(gpu: &Gpu, io: &AttentionIo) -> Result<Vec<Dispatch>> {
     let a = io.shape;
-    let (s_spec, y_spec) = attention_specs(&a);
+    let (s_spec, y_spec) = a.unfused_specs();
     let tt = [a.batch * a.heads, a.seq, a.seq];
     let scores = gpu.empty(&tt, DType::F32)?;
     let probs = gpu.empty(&tt, DType::F32)?;

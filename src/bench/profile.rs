@@ -25,15 +25,15 @@ pub fn profile_steps(gpu: &Gpu, exec: &Executor, iters: usize) -> Result<Vec<Ker
     for (step, ds) in exec.graph.steps.iter().zip(exec.step_dispatches()) {
         let refs: Vec<_> = ds.iter().collect();
         let t = time_dispatches(gpu, &refs, 1, iters)?;
-        let e = by.entry(step.name().to_string()).or_insert(KernelShare {
-            name: step.name().to_string(),
+        let e = by.entry(step.name.to_string()).or_insert(KernelShare {
+            name: step.name.to_string(),
             steps: 0,
             ms: 0.0,
             gflop: 0.0,
         });
         e.steps += 1;
         e.ms += t.median_ms;
-        e.gflop += step.flops(&exec.graph) as f64 / 1e9;
+        e.gflop += step.flops as f64 / 1e9;
     }
     let mut v: Vec<KernelShare> = by.into_values().collect();
     v.sort_by(|a, b| b.ms.total_cmp(&a.ms));

@@ -9,18 +9,19 @@ use serde::Serialize;
 use super::peak::Peak;
 use super::profile::profile_steps;
 use super::timing::{median_min, process_cpu_s, Bracket, Timer};
+use crate::data::Batch;
 use crate::graph::plan::{naive_bytes, persistent_bytes};
 use crate::graph::AttentionImpl;
 use crate::graph::Executor;
-use crate::model::gpt::{self, BuildOptions, GptConfig};
+use crate::model::{self, BuildOptions, Dims, ModelDims};
 use crate::runtime::{DType, Gpu};
-use crate::train::{OptimizerConfig, Trainer};
+use crate::train::{OptimizerConfig, RunConfig, Trainer, TrainerOptions};
 use crate::util::Rng;
 
 /// A model size with its default batch shape.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Preset {
-    pub name: &'static str,
+    pub name: String,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_head: usize,
@@ -29,53 +30,39 @@ pub struct Preset {
     pub batch: usize,
 }
 
-/// `tiny` (a few hundred thousand parameters: seconds per step on lavapipe),
-/// `small` (3.3M parameters, byte-level vocabulary) and `gpt2-124m` (GPT-2
-/// small at B = 8, T = 1024, as in llm.c's benchmarks).
-pub const PRESETS: &[Preset] = &[
-    Preset {
-        name: "tiny",
-        n_layer: 2,
-        n_embd: 64,
-        n_head: 4,
-        vocab: 256,
-        seq: 64,
-        batch: 8,
-    },
-    Preset {
-        name: "small",
-        n_layer: 4,
-        n_embd: 256,
-        n_head: 4,
-        vocab: 256,
-        seq: 256,
-        batch: 8,
-    },
-    Preset {
-        name: "gpt2-124m",
-        n_layer: 12,
-        n_embd: 768,
-        n_head: 12,
-        vocab: 50257,
-        seq: 1024,
-        batch: 8,
-    },
-];
+/// The presets: the run presets (`tiny`, `small`: what `kiln train
+/// --preset` and the browser page train, with the byte vocabulary) and
+/// `gpt2-124m` (GPT-2 small at B = 8, T = 1024, as in llm.c's benchmarks).
+pub const PRESETS: [&str; 3] = ["tiny", "small", "gpt2-124m"];
 
-pub fn preset(name: &str) -> Result<&'static Preset> {
-    PRESETS
-        .iter()
-        .find(|p| p.name.eq_ignore_ascii_case(name.trim()))
-        .with_context(|| {
-            format!(
-                "unknown --preset {name:?}; expected one of {}",
-                PRESETS
-                    .iter()
-                    .map(|p| p.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+pub fn preset(name: &str) -> Result<Preset> {
+    let name = name.trim().to_ascii_lowercase();
+    if name == "gpt2-124m" {
+        return Ok(Preset {
+            name,
+            n_layer: 12,
+            n_embd: 768,
+            n_head: 12,
+            vocab: 50257,
+            seq: 1024,
+            batch: 8,
+        });
+    }
+    let c = RunConfig::preset(&name).with_context(|| {
+        format!(
+            "unknown --preset {name:?}; expected one of {}",
+            PRESETS.join(", ")
+        )
+    })?;
+    Ok(Preset {
+        name,
+        n_layer: c.model.n_layer,
+        n_embd: c.model.n_embd,
+        n_head: c.model.n_head,
+        vocab: 256,
+        seq: c.train.seq,
+        batch: c.train.batch,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -172,8 +159,21 @@ pub fn bench_train(
     if batch == 0 || seq == 0 {
         bail!("--batch and --seq must be at least 1");
     }
-    let cfg = GptConfig::new(p.vocab, seq.max(p.seq), p.n_embd, p.n_head, p.n_layer);
-    let params = cfg.num_params();
+    let m = model::for_run(
+        "gpt2",
+        &ModelDims {
+            n_layer: p.n_layer,
+            n_head: p.n_head,
+            n_embd: p.n_embd,
+            n_positions: seq.max(p.seq),
+            vocab_size: p.vocab,
+        },
+    )?;
+    let shapes = model::param_shapes(m.as_ref())?;
+    let params: usize = shapes
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
     let timer = if o.timer == Timer::Timestamp && !gpu.has_timestamps() {
         Timer::Wall
     } else {
@@ -191,8 +191,8 @@ pub fn bench_train(
     ));
     // Every parameter must fit the adapter's limits: check before spending
     // seconds on initialising 124M values.
-    for (name, shape) in cfg.param_shapes() {
-        gpu.check_tensor_size(&shape, DType::F32).with_context(|| {
+    for (name, shape) in &shapes {
+        gpu.check_tensor_size(shape, DType::F32).with_context(|| {
             format!(
                 "{} (B {batch}, T {seq}) cannot run on {}: parameter {name}",
                 p.name,
@@ -201,16 +201,18 @@ pub fn bench_train(
         })?;
     }
     let live0 = gpu.pool_stats().live_bytes;
-    let init = cfg.init_params(o.seed);
-    let mut trainer = Trainer::with_attention(
+    let init = model::init_params(m.as_ref(), o.seed)?;
+    let layout = m.input_specs(Dims { batch, seq });
+    let mut trainer = Trainer::new(
         gpu,
-        &cfg,
+        m.clone(),
         &OptimizerConfig::default(),
-        batch,
-        seq,
-        1,
+        &layout,
         &init,
-        o.attention,
+        &TrainerOptions {
+            attention: o.attention,
+            ..Default::default()
+        },
     )
     .with_context(|| {
         format!(
@@ -226,7 +228,9 @@ pub fn bench_train(
     let tokens: Vec<i32> = (0..n + 1)
         .map(|_| rng.below(p.vocab as u64) as i32)
         .collect();
-    let micro = vec![(tokens[..n].to_vec(), tokens[1..].to_vec())];
+    let micro = vec![Batch::new()
+        .with_i32("input_ids", &[batch, seq], tokens[..n].to_vec())
+        .with_i32("targets", &[batch, seq], tokens[1..].to_vec())];
     let bracket = match timer {
         Timer::Timestamp => Some(Bracket::new(gpu)?),
         Timer::Wall => None,
@@ -294,13 +298,7 @@ pub fn bench_train(
     }
 
     let exec = trainer.executor();
-    let gflop_per_step = exec
-        .graph
-        .steps
-        .iter()
-        .map(|s| s.flops(&exec.graph) as f64)
-        .sum::<f64>()
-        / 1e9;
+    let gflop_per_step = exec.graph.steps.iter().map(|s| s.flops as f64).sum::<f64>() / 1e9;
     let dispatches = trainer.dispatches_per_step();
     let (ms, min_ms) = median_min(&gpu_ms);
     let (enc, _) = median_min(&encode_ms);
@@ -316,15 +314,13 @@ pub fn bench_train(
     };
     let profile = if o.profile {
         log("  profiling every graph step on its own (throwaway executor)…");
-        let built = gpt::build(
-            &cfg,
+        let built = model::build(
+            m.as_ref(),
+            &layout,
             &BuildOptions {
-                batch,
-                seq,
                 training: true,
-                keep_logits: false,
-                grad_scale: 1.0,
                 attention: o.attention,
+                ..Default::default()
             },
         )?;
         let scratch = Executor::new(gpu, built.graph, &trainer.params)?;

@@ -1,5 +1,5 @@
-//! The data layer for GPT pretraining: text sources, tokenizers and batches.
-//! Pure CPU code, no GPU.
+//! The data layer: text sources, tokenizers, named batches and the data
+//! sources that produce them for each objective. Pure CPU code, no GPU.
 //!
 //! - [`corpus`]: a built-in synthetic corpus (a Markov chain over generated
 //!   words) whose entropy rate — the best loss any model can reach — is known
@@ -8,12 +8,16 @@
 //!   a byte-level BPE that reads, trains and writes Hugging Face GPT-2 files.
 //! - [`loader`]: train/validation split and deterministic, resumable batches.
 
+pub mod batch;
 pub mod corpus;
 pub mod loader;
+pub mod source;
 pub mod tokenizer;
 
+pub use batch::{Batch, InputSpec};
 pub use corpus::{builtin_corpus, load_text, MarkovSource};
 pub use loader::TokenDataset;
+pub use source::{CausalLm, DataSource};
 pub use tokenizer::{load_tokenizer, tokenizer_by_name, Bpe, ByteTokenizer, Tokenizer};
 
 /// Where the shared (not committed) test texts live, if present: the brief

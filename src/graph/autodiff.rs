@@ -1,412 +1,387 @@
-//! Reverse-mode autodiff: walks the forward ops backwards and appends the
-//! kernel steps that compute every gradient.
+//! Reverse-mode autodiff over any graph: walks the forward nodes backwards
+//! and lets each op's gradient rule append the steps that compute the
+//! gradients of its inputs.
 //!
-//! Gradient accumulation is decided here, at build time, so it happens in a
-//! fixed order every step:
-//! - a parameter's gradient is persistent, zeroed before each optimizer step,
-//!   and every contribution adds into it (kernels run in accumulate mode);
-//! - an activation's first contribution creates its gradient tensor, later
-//!   ones add into it (matmul with β = 1, or a temporary plus an in-place add
-//!   for kernels that only overwrite);
-//! - a residual add passes its output gradient through: the first operand's
-//!   gradient *is* the output's gradient tensor (no copy), which is safe
-//!   because in reverse order the output's gradient has no reader left.
+//! - Any number of losses: the total is Σ wᵢ·lossᵢ; each loss is seeded with
+//!   the constant wᵢ·grad_scale, so a loss op can fold it into its kernel.
+//! - Fan-out and tied weights: a tensor's first contribution creates its
+//!   gradient, later ones add into it — decided here, at build time, so the
+//!   sum happens in a fixed order every step (no atomics).
+//! - A parameter's gradient is persistent, zeroed before each optimizer step
+//!   and always accumulated into (so micro-batches add up).
+//! - Inputs, frozen parameters and anything that does not depend on a
+//!   trainable parameter need no gradient: nothing is computed for them.
+//! - A gradient passed through unchanged (a residual add, a reshape) is not
+//!   copied: the input's gradient *is* the output's gradient tensor. That is
+//!   safe because in reverse order the output's gradient has no reader left
+//!   once its producer has been visited.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
-use super::step::{head_layouts, lower_forward, Step};
-use super::{AttentionSaved, FwdOp, Graph, Role, TensorId};
-use crate::kernels::matmul::MatmulSpec;
-use crate::runtime::numel;
+use super::op::{HostTensor, NodeIo, Op};
+use super::step::{lower_node, lower_nodes, Lowering, Step};
+use super::{Graph, Role, TensorId};
+use crate::kernels::elementwise;
+use crate::runtime::{numel, DType};
 
-enum Target {
+/// Placeholder left in a node while its op is taken out to be called.
+#[derive(Debug)]
+pub(crate) struct Taken;
+
+impl Op for Taken {
+    fn name(&self) -> &'static str {
+        "taken"
+    }
+    fn lower(&self, _: &NodeIo, _: &mut Lowering<'_>) -> Result<()> {
+        bail!("internal: a node's op was used while taken out")
+    }
+    fn backward(&mut self, _: &NodeIo, _: &mut super::autodiff::Backward<'_>) -> Result<()> {
+        bail!("internal: a node's op was used while taken out")
+    }
+    fn reference(&self, _: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        bail!("internal: a node's op was used while taken out")
+    }
+}
+
+/// The gradient of an output, as a rule sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Grad {
+    Tensor(TensorId),
+    /// A loss seed: the gradient is this constant (the tensor is a scalar).
+    Const(f32),
+}
+
+/// Where a contribution to a gradient goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
     /// A new gradient tensor: the kernel overwrites it.
     Fresh(TensorId),
     /// An existing gradient: the kernel must add into it.
     Accumulate(TensorId),
 }
 
-struct Backward<'g> {
-    g: &'g mut Graph,
+/// The state of a backward pass, handed to every gradient rule.
+pub struct Backward<'g> {
+    pub g: &'g mut Graph,
     grads: HashMap<TensorId, TensorId>,
+    seeds: HashMap<TensorId, f32>,
+    requires: Vec<bool>,
+    /// Gradient memory (by root) → the tensor whose gradient it is. A rule
+    /// may hand its outputs' gradients on to an input (they have no reader
+    /// left), but never one tensor's gradient to two.
+    owned: HashMap<TensorId, TensorId>,
+    /// Outputs of the node whose rule is running.
+    current: Vec<TensorId>,
     steps: Vec<Step>,
 }
 
 impl Backward<'_> {
-    fn needs_grad(&self, x: TensorId) -> bool {
-        self.g.desc(x).role != Role::Input
+    /// The gradient of `y`, if anything downstream contributed one.
+    pub fn grad(&self, y: TensorId) -> Option<Grad> {
+        if let Some(&t) = self.grads.get(&y) {
+            return Some(Grad::Tensor(t));
+        }
+        self.seeds.get(&y).map(|&c| Grad::Const(c))
     }
 
-    fn grad(&self, y: TensorId) -> Option<TensorId> {
-        self.grads.get(&y).copied()
+    /// The gradient of `y` as a tensor (a loss seed is filled into one).
+    pub fn grad_tensor(&mut self, y: TensorId) -> Result<Option<TensorId>> {
+        match self.grad(y) {
+            None => Ok(None),
+            Some(Grad::Tensor(t)) => Ok(Some(t)),
+            Some(Grad::Const(c)) => Ok(Some(self.materialize_seed(y, c)?)),
+        }
     }
 
-    fn target(&mut self, x: TensorId) -> Target {
+    fn materialize_seed(&mut self, y: TensorId, c: f32) -> Result<TensorId> {
+        let shape = self.g.shape(y).to_vec();
+        let name = format!("grad.{}", self.g.name(y));
+        let t = self.g.planned(name, &shape);
+        self.steps.push(
+            Step::new("fill", move |gpu, r| {
+                Ok(vec![elementwise::fill(gpu, &r(t), c)?])
+            })
+            .writes([t]),
+        );
+        self.seeds.remove(&y);
+        self.grads.insert(y, t);
+        self.owned.insert(t, y);
+        Ok(t)
+    }
+
+    /// Whether `x` needs a gradient (it depends on a trainable parameter).
+    pub fn needs_grad(&self, x: TensorId) -> bool {
+        self.requires.get(x.0 as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether d`x` already exists (a parameter's gradient, or an earlier
+    /// contribution): the next contribution must add into it.
+    pub fn has_grad(&self, x: TensorId) -> bool {
+        self.g.param_grads.contains_key(&x)
+            || self.grads.contains_key(&x)
+            || self.seeds.contains_key(&x)
+    }
+
+    /// Where the next contribution to d`x` goes.
+    pub fn target(&mut self, x: TensorId) -> Result<Target> {
         if let Some(&pg) = self.g.param_grads.get(&x) {
-            return Target::Accumulate(pg);
+            return Ok(Target::Accumulate(pg));
+        }
+        if let Some(c) = self.seeds.get(&x).copied() {
+            return Ok(Target::Accumulate(self.materialize_seed(x, c)?));
         }
         if let Some(&t) = self.grads.get(&x) {
-            return Target::Accumulate(t);
+            return Ok(Target::Accumulate(t));
         }
+        ensure!(
+            self.g.desc(x).role != Role::Param,
+            "internal: parameter {} needs a gradient but has none",
+            self.g.name(x)
+        );
         let d = self.g.desc(x).clone();
         let t = self.g.planned(format!("grad.{}", d.name), &d.shape);
         self.grads.insert(x, t);
-        Target::Fresh(t)
+        self.owned.insert(t, x);
+        Ok(Target::Fresh(t))
     }
 
-    fn temp_like(&mut self, x: TensorId) -> TensorId {
+    /// A planned temporary of `x`'s shape.
+    pub fn temp_like(&mut self, x: TensorId) -> TensorId {
         let d = self.g.desc(x).clone();
         self.g.planned(format!("grad.{}.part", d.name), &d.shape)
     }
 
+    /// A planned temporary.
+    pub fn temp(&mut self, name: impl Into<String>, shape: &[usize], dtype: DType) -> TensorId {
+        self.g.planned_typed(name, shape, dtype)
+    }
+
+    pub fn push(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
     /// For kernels that can only overwrite their output: write straight into
     /// a fresh gradient, or into a temporary that is then added.
-    fn contribute_overwrite(&mut self, x: TensorId, make: impl FnOnce(TensorId) -> Step) {
-        match self.target(x) {
+    pub fn contribute_overwrite(
+        &mut self,
+        x: TensorId,
+        make: impl FnOnce(TensorId) -> Step,
+    ) -> Result<()> {
+        match self.target(x)? {
             Target::Fresh(t) => self.steps.push(make(t)),
             Target::Accumulate(acc) => {
                 let tmp = self.temp_like(x);
                 self.steps.push(make(tmp));
-                self.steps.push(Step::AddInPlace { acc, addend: tmp });
+                self.push_add(acc, tmp);
             }
         }
+        Ok(())
     }
 
-    /// dx contribution through a matmul: c = `spec` applied to (a, b) with
-    /// β chosen by whether the target already holds a gradient.
-    fn contribute_matmul(&mut self, x: TensorId, spec: MatmulSpec, a: TensorId, b: TensorId) {
-        match self.target(x) {
-            Target::Fresh(c) => self.steps.push(Step::Matmul {
-                spec: spec.beta(0.0),
-                a,
-                b,
-                bias: None,
-                c,
-            }),
-            Target::Accumulate(c) => self.steps.push(Step::Matmul {
-                spec: spec.beta(1.0),
-                a,
-                b,
-                bias: None,
-                c,
-            }),
+    /// For kernels with an accumulate mode: `make(target, accumulate)`.
+    pub fn contribute_with(
+        &mut self,
+        x: TensorId,
+        make: impl FnOnce(TensorId, bool) -> Step,
+    ) -> Result<()> {
+        let step = match self.target(x)? {
+            Target::Fresh(t) => make(t, false),
+            Target::Accumulate(t) => make(t, true),
+        };
+        self.steps.push(step);
+        Ok(())
+    }
+
+    /// Adds the tensor `value` (same element count as `x`) to d`x`. When d`x`
+    /// is fresh, `value` becomes it (a view if the shapes differ), unless
+    /// `value` already serves as another tensor's gradient: then it is copied.
+    pub fn contribute(&mut self, x: TensorId, value: TensorId) -> Result<()> {
+        let (xs, vs) = (self.g.shape(x).to_vec(), self.g.shape(value).to_vec());
+        ensure!(
+            numel(&xs) == numel(&vs),
+            "internal: a gradient of shape {vs:?} contributed to {} {xs:?}",
+            self.g.name(x)
+        );
+        let fresh = !self.has_grad(x);
+        let root = self.g.root(value);
+        let persistent = self.g.desc(root).role != Role::Planned;
+        let free = match self.owned.get(&root) {
+            None => true,
+            Some(owner) => self.current.contains(owner),
+        };
+        if fresh && free && !persistent {
+            let t = if xs == vs {
+                value
+            } else {
+                let name = format!("grad.{}", self.g.name(x));
+                self.g.view(value, 0, &xs, name)?
+            };
+            self.owned.insert(root, x);
+            self.grads.insert(x, t);
+            return Ok(());
         }
-    }
-
-    fn op(&mut self, op: &FwdOp) -> Result<()> {
-        match op.clone() {
-            FwdOp::CrossEntropy { .. } => {} // its gradient was written in the forward pass
-            FwdOp::Embedding {
-                tokens,
-                wte,
-                wpe,
-                out,
-            } => {
-                let Some(dy) = self.grad(out) else {
-                    return Ok(());
-                };
-                let (Target::Accumulate(dwte), Target::Accumulate(dwpe)) =
-                    (self.target(wte), self.target(wpe))
-                else {
-                    bail!("embedding tables must be parameters");
-                };
-                self.steps.push(Step::EmbeddingBackward {
-                    tokens,
-                    dout: dy,
-                    dwte,
-                    dwpe,
-                });
-            }
-            FwdOp::LayerNorm {
-                x,
-                gamma,
-                beta,
-                mean,
-                rstd,
-                y,
-                ..
-            } => {
-                let Some(dy) = self.grad(y) else {
-                    return Ok(());
-                };
-                let (Target::Accumulate(dgamma), Target::Accumulate(dbeta)) =
-                    (self.target(gamma), self.target(beta))
-                else {
-                    bail!("layernorm γ and β must be parameters");
-                };
-                self.contribute_overwrite(x, |dx| Step::LayerNormBackward {
-                    dy,
-                    x,
-                    gamma,
-                    mean,
-                    rstd,
-                    dx,
-                    dgamma,
-                    dbeta,
-                    accumulate: true,
-                });
-            }
-            FwdOp::Matmul {
-                spec,
-                a,
-                b,
-                bias,
-                c,
-            } => {
-                let Some(dc) = self.grad(c) else {
-                    return Ok(());
-                };
-                let contiguous = spec.batch == 1
-                    || (spec.stride_a == spec.m * spec.k
-                        && spec.stride_b == spec.k * spec.n
-                        && spec.stride_c == spec.m * spec.n);
-                ensure!(
-                    contiguous,
-                    "matmul backward needs contiguous batches (no broadcast)"
+        let src = self.same_shape(value, &xs)?;
+        match self.target(x)? {
+            Target::Fresh(t) => {
+                self.steps.push(
+                    Step::new("copy", move |gpu, r| {
+                        Ok(vec![elementwise::copy(gpu, &r(src), &r(t))?])
+                    })
+                    .reads([src])
+                    .writes([t]),
                 );
-                let (m, n, k, bt, al) = (spec.m, spec.n, spec.k, spec.batch, spec.alpha);
-                if self.needs_grad(b) {
-                    // dB = op(A)ᵀ·dC, or dCᵀ·op(A) when B is stored transposed.
-                    let db = if spec.trans_b {
-                        (
-                            MatmulSpec::new(n, k, m).trans_a(true).trans_b(spec.trans_a),
-                            dc,
-                            a,
-                        )
-                    } else {
-                        (MatmulSpec::new(k, n, m).trans_a(!spec.trans_a), a, dc)
-                    };
-                    self.contribute_matmul(b, db.0.batched(bt).alpha(al), db.1, db.2);
-                }
-                if let Some(bias) = bias {
-                    let acc = match self.target(bias) {
-                        Target::Fresh(t) => (t, false),
-                        Target::Accumulate(t) => (t, true),
-                    };
-                    self.steps.push(Step::ColSum {
-                        x: dc,
-                        rows: bt * m,
-                        cols: n,
-                        out: acc.0,
-                        accumulate: acc.1,
-                    });
-                }
-                if self.needs_grad(a) {
-                    // dA = dC·op(B)ᵀ, or op(B)·dCᵀ when A is stored transposed.
-                    let da = if spec.trans_a {
-                        (
-                            MatmulSpec::new(k, m, n).trans_a(spec.trans_b).trans_b(true),
-                            b,
-                            dc,
-                        )
-                    } else {
-                        (MatmulSpec::new(m, k, n).trans_b(!spec.trans_b), dc, b)
-                    };
-                    self.contribute_matmul(a, da.0.batched(bt).alpha(al), da.1, da.2);
-                }
             }
-            FwdOp::Gelu { x, y, kind } => {
-                let Some(dy) = self.grad(y) else {
-                    return Ok(());
-                };
-                self.contribute_overwrite(x, |dx| Step::GeluBackward { x, dy, dx, kind });
-            }
-            FwdOp::Add { a, b, out } => {
-                let Some(dy) = self.grad(out) else {
-                    return Ok(());
-                };
-                ensure!(a != b, "add(x, x) is not supported by autodiff; use scale");
-                for (i, x) in [a, b].into_iter().enumerate() {
-                    if !self.needs_grad(x) {
-                        continue;
-                    }
-                    let fresh =
-                        !self.grads.contains_key(&x) && !self.g.param_grads.contains_key(&x);
-                    if fresh && i == 0 {
-                        self.grads.insert(x, dy); // pass-through: share the tensor
-                    } else if fresh {
-                        let t = self.target(x);
-                        let Target::Fresh(t) = t else { unreachable!() };
-                        self.steps.push(Step::Copy { src: dy, dst: t });
-                    } else {
-                        let Target::Accumulate(acc) = self.target(x) else {
-                            unreachable!()
-                        };
-                        self.steps.push(Step::AddInPlace { acc, addend: dy });
-                    }
-                }
-            }
-            FwdOp::Attention {
-                qkv,
-                out,
-                attn,
-                saved,
-            } => {
-                let Some(dy) = self.grad(out) else {
-                    return Ok(());
-                };
-                let (qkv_l, out_l) = head_layouts(&attn);
-                let (b, h, t, d) = (attn.batch, attn.heads, attn.seq, attn.head_dim);
-                let bh = b * h;
-                let scale = 1.0 / (d as f32).sqrt();
-                let (q, k, v, y_heads) = saved.qkv_out();
-                let dy_h = self.g.planned("grad.attn.y_heads", &[b, h, t, d]);
-                let dq = self.g.planned("grad.attn.q", &[b, h, t, d]);
-                let dk = self.g.planned("grad.attn.k", &[b, h, t, d]);
-                let dv = self.g.planned("grad.attn.v", &[b, h, t, d]);
-                self.steps.push(Step::ToHeads {
-                    layout: out_l,
-                    src: dy,
-                    dst: dy_h,
-                });
-                match saved {
-                    AttentionSaved::Fused { lse, .. } => {
-                        self.steps.push(Step::AttentionBackward {
-                            attn,
-                            q,
-                            k,
-                            v,
-                            o: y_heads,
-                            lse,
-                            d_o: dy_h,
-                            dq,
-                            dk,
-                            dv,
-                        });
-                    }
-                    AttentionSaved::Unfused { probs, .. } => {
-                        let dprobs = self.g.planned("grad.attn.probs", &[bh, t, t]);
-                        let dscores = self.g.planned("grad.attn.scores", &[bh, t, t]);
-                        let s = &mut self.steps;
-                        // y = P·V: dP = dY·Vᵀ, dV = Pᵀ·dY.
-                        let dp_spec = MatmulSpec::new(t, t, d).batched(bh).trans_b(true);
-                        s.push(Step::Matmul {
-                            spec: dp_spec,
-                            a: dy_h,
-                            b: v,
-                            bias: None,
-                            c: dprobs,
-                        });
-                        let dv_spec = MatmulSpec::new(t, d, t).batched(bh).trans_a(true);
-                        s.push(Step::Matmul {
-                            spec: dv_spec,
-                            a: probs,
-                            b: dy_h,
-                            bias: None,
-                            c: dv,
-                        });
-                        s.push(Step::SoftmaxBackward {
-                            y: probs,
-                            dy: dprobs,
-                            dx: dscores,
-                        });
-                        // S = scale·Q·Kᵀ: dQ = scale·dS·K, dK = scale·dSᵀ·Q.
-                        let dq_spec = MatmulSpec::new(t, d, t).batched(bh).alpha(scale);
-                        s.push(Step::Matmul {
-                            spec: dq_spec,
-                            a: dscores,
-                            b: k,
-                            bias: None,
-                            c: dq,
-                        });
-                        let dk_spec = MatmulSpec::new(t, d, t)
-                            .batched(bh)
-                            .trans_a(true)
-                            .alpha(scale);
-                        s.push(Step::Matmul {
-                            spec: dk_spec,
-                            a: dscores,
-                            b: q,
-                            bias: None,
-                            c: dk,
-                        });
-                    }
-                }
-                // The three from_heads fill disjoint thirds of d(qkv).
-                let (dst, acc) = match self.target(qkv) {
-                    Target::Fresh(t) => (t, None),
-                    Target::Accumulate(acc) => (self.temp_like(qkv), Some(acc)),
-                };
-                for (l, src) in qkv_l.iter().zip([dq, dk, dv]) {
-                    self.steps.push(Step::FromHeads {
-                        layout: *l,
-                        src,
-                        dst,
-                    });
-                }
-                if let Some(acc) = acc {
-                    self.steps.push(Step::AddInPlace { acc, addend: dst });
+            Target::Accumulate(acc) => {
+                if self.g.root(acc) == self.g.root(src) {
+                    // add(x, x): never bind one buffer as both operands.
+                    let tmp = self.temp_like(x);
+                    self.steps.push(
+                        Step::new("copy", move |gpu, r| {
+                            Ok(vec![elementwise::copy(gpu, &r(src), &r(tmp))?])
+                        })
+                        .reads([src])
+                        .writes([tmp]),
+                    );
+                    self.push_add(acc, tmp);
+                } else {
+                    self.push_add(acc, src);
                 }
             }
         }
         Ok(())
+    }
+
+    /// `value` with shape `shape` (a view when it differs).
+    fn same_shape(&mut self, value: TensorId, shape: &[usize]) -> Result<TensorId> {
+        if self.g.shape(value) == shape {
+            Ok(value)
+        } else {
+            let name = format!("{}.as{shape:?}", self.g.name(value));
+            self.g.view(value, 0, shape, name)
+        }
+    }
+
+    fn push_add(&mut self, acc: TensorId, addend: TensorId) {
+        self.steps.push(
+            Step::new("add_inplace", move |gpu, r| {
+                Ok(vec![elementwise::add_inplace(gpu, &r(acc), &r(addend))?])
+            })
+            .reads([addend])
+            .accumulates([acc]),
+        );
+    }
+
+    /// Runs graph-building code inside a gradient rule (a rule written in
+    /// terms of other ops): the nodes it creates are lowered into the
+    /// backward pass right here, in order.
+    pub fn emit<R>(&mut self, f: impl FnOnce(&mut Graph) -> Result<R>) -> Result<R> {
+        let mark = self.g.nodes.len();
+        let r = f(self.g)?;
+        let mut cx = Lowering {
+            g: self.g,
+            steps: std::mem::take(&mut self.steps),
+        };
+        let mut res = Ok(());
+        for i in mark..cx.g.nodes.len() {
+            res = lower_node(&mut cx, i);
+            if res.is_err() {
+                break;
+            }
+        }
+        self.steps = cx.steps;
+        res?;
+        Ok(r)
     }
 }
 
 impl Graph {
-    /// Makes this a training graph: the loss op also writes d(loss)/d(logits)
-    /// (scaled by `grad_scale`, e.g. 1/accumulation steps), parameter
-    /// gradients are created, and the forward and backward steps lowered.
-    pub fn backward(&mut self, grad_scale: f32) -> Result<()> {
+    /// Makes this a training graph for the total loss Σ wᵢ·lossᵢ (each loss
+    /// a one-element tensor), its gradient scaled by `grad_scale` (e.g. 1 /
+    /// accumulation steps): creates the parameter gradients, runs every
+    /// gradient rule, then lowers the forward and backward steps.
+    pub fn backward(&mut self, losses: &[(TensorId, f32)], grad_scale: f32) -> Result<()> {
         ensure!(self.steps.is_empty(), "graph already lowered");
-        let ce: Vec<usize> = (0..self.ops.len())
-            .filter(|&i| matches!(self.ops[i], FwdOp::CrossEntropy { .. }))
-            .collect();
         ensure!(
-            ce.len() == 1,
-            "backward needs exactly one loss op, found {}",
-            ce.len()
+            !losses.is_empty(),
+            "backward needs at least one loss tensor"
         );
-        let FwdOp::CrossEntropy { logits, .. } = self.ops[ce[0]] else {
-            unreachable!()
-        };
-        let shape = self.shape(logits).to_vec();
-        let dl = self.planned("grad.logits", &shape);
-        if let FwdOp::CrossEntropy { dlogits, .. } = &mut self.ops[ce[0]] {
-            *dlogits = Some(dl);
+        for &(l, w) in losses {
+            ensure!(
+                numel(self.shape(l)) == 1,
+                "loss {} has shape {:?}; a loss must be a single value",
+                self.name(l),
+                self.shape(l)
+            );
+            ensure!(w.is_finite(), "loss {} has weight {w}", self.name(l));
         }
-        let grads = HashMap::from([(logits, dl)]);
-        for (name, id) in self.params.clone() {
-            let shape = self.shape(id).to_vec();
-            let g = self.add_tensor_role(&format!("grad.{name}"), &shape, Role::ParamGrad);
-            self.param_grads.insert(id, g);
+        self.n_forward_nodes = self.nodes.len();
+        self.losses = losses.to_vec();
+
+        // What depends on a trainable parameter.
+        let mut requires = vec![false; self.tensors.len()];
+        for p in &self.params {
+            requires[p.id.0 as usize] = p.trainable;
         }
-        self.training = true;
-        let mut steps = lower_forward(self)?;
-        for s in &mut steps {
-            if let Step::CrossEntropy { grad_scale: gs, .. } = s {
-                *gs = grad_scale;
+        for n in &self.nodes {
+            if n.inputs.iter().any(|i| requires[i.0 as usize]) {
+                for o in &n.outputs {
+                    requires[o.0 as usize] = true;
+                }
             }
         }
-        self.n_forward_steps = steps.len();
-        let ops = self.ops.clone();
+        let used: HashSet<TensorId> = self.nodes.iter().flat_map(|n| n.inputs.clone()).collect();
+        for p in self.params.clone() {
+            if p.trainable && used.contains(&p.id) {
+                let shape = self.shape(p.id).to_vec();
+                let g = self.add_tensor(
+                    format!("grad.{}", p.name),
+                    &shape,
+                    DType::F32,
+                    Role::ParamGrad,
+                );
+                self.param_grads.insert(p.id, g);
+            }
+        }
+        let mut seeds = HashMap::new();
+        for &(l, w) in losses {
+            *seeds.entry(l).or_insert(0.0) += w * grad_scale;
+        }
+        self.training = true;
+
+        let n_fwd = self.n_forward_nodes;
         let mut bw = Backward {
             g: self,
-            grads,
+            grads: HashMap::new(),
+            seeds,
+            requires,
+            owned: HashMap::new(),
+            current: Vec::new(),
             steps: Vec::new(),
         };
-        for op in ops.iter().rev() {
-            bw.op(op)?;
+        for i in (0..n_fwd).rev() {
+            let outs = bw.g.nodes[i].outputs.clone();
+            if !outs.iter().any(|o| bw.grad(*o).is_some()) {
+                continue;
+            }
+            let mut op = std::mem::replace(&mut bw.g.nodes[i].op, Box::new(Taken));
+            bw.current = outs.clone();
+            let io = NodeIo {
+                inputs: bw.g.nodes[i].inputs.clone(),
+                outputs: outs,
+            };
+            let r = op
+                .backward(&io, &mut bw)
+                .with_context(|| format!("gradient of node {i} ({})", op.name()));
+            bw.g.nodes[i].op = op;
+            r?;
         }
         let back = bw.steps;
+        let mut steps = lower_nodes(self, 0..n_fwd)?;
+        self.n_forward_steps = steps.len();
         steps.extend(back);
         self.steps = steps;
         Ok(())
-    }
-
-    fn add_tensor_role(&mut self, name: &str, shape: &[usize], role: Role) -> TensorId {
-        let id = self.planned(name, shape);
-        self.tensors[id.0 as usize].role = role;
-        id
-    }
-
-    /// Total number of parameters.
-    pub fn num_params(&self) -> usize {
-        self.params
-            .iter()
-            .map(|(_, id)| numel(self.shape(*id)))
-            .sum()
     }
 }

@@ -1,5 +1,5 @@
 //! A readable dump of a graph: tensors with shape, bytes and buffer slot,
-//! then every kernel step with what it reads and writes.
+//! then every kernel step with what it reads, writes and accumulates into.
 
 use std::fmt::Write;
 
@@ -20,22 +20,23 @@ impl Graph {
         };
         let _ = writeln!(
             s,
-            "graph: {} tensors, {} ops, {} steps ({} forward), {} parameters",
+            "graph: {} tensors, {} nodes, {} steps ({} forward), {} parameters",
             self.tensors.len(),
-            self.ops.len(),
+            self.nodes.len(),
             self.steps.len(),
             self.n_forward_steps,
             self.num_params()
         );
         let _ = writeln!(s, "\ntensors:");
         for (i, t) in self.tensors.iter().enumerate() {
-            let place = match (t.role, plan.and_then(|p| p.slot_of[i])) {
-                (Role::Planned, Some(slot)) => {
+            let place = match (t.view, t.role, plan.and_then(|p| p.slot_of[i])) {
+                (Some(v), _, _) => format!("view of #{} at {}", v.base.0, v.offset),
+                (None, Role::Planned, Some(slot)) => {
                     let (a, b) = plan.unwrap().live[i].unwrap_or((0, 0));
                     format!("slot {slot:<3} live {a}..={b}")
                 }
-                (Role::Planned, None) => "unused".to_string(),
-                (r, _) => format!("{r:?}").to_lowercase(),
+                (None, Role::Planned, None) => "unused".to_string(),
+                (None, r, _) => format!("{r:?}").to_lowercase(),
             };
             let _ = writeln!(
                 s,
@@ -53,12 +54,13 @@ impl Graph {
             } else {
                 "bwd"
             };
-            let reads: Vec<String> = st.reads().into_iter().map(tname).collect();
-            let writes: Vec<String> = st.writes().into_iter().map(tname).collect();
+            let reads: Vec<String> = st.reads.iter().map(|t| tname(*t)).collect();
+            let mut writes: Vec<String> = st.writes.iter().map(|t| tname(*t)).collect();
+            writes.extend(st.accumulates.iter().map(|t| format!("+={}", tname(*t))));
             let _ = writeln!(
                 s,
                 "  {i:<4} {phase} {:<18} {} -> {}",
-                st.name(),
+                st.name,
                 reads.join(", "),
                 writes.join(", ")
             );

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::plan::{plan, MemoryPlan};
 use super::{Graph, Role, TensorId};
-use crate::runtime::{DType, Dispatch, Gpu, Tensor};
+use crate::runtime::{numel, DType, Dispatch, Gpu, Tensor};
 
 /// Parameters (or any named tensors) on the GPU, by name.
 pub type TensorMap = BTreeMap<String, Tensor>;
@@ -28,10 +28,31 @@ impl Executor {
     /// Binds `graph` to the parameters in `params` (matched by name and
     /// shape) and allocates everything else.
     pub fn new(gpu: &Gpu, graph: Graph, params: &TensorMap) -> Result<Self> {
+        Self::build(gpu, graph, params, true)
+    }
+
+    /// An executor with one buffer per tensor (no memory reuse), so that
+    /// every intermediate can be read after a run: for diagnostics.
+    pub fn unplanned(gpu: &Gpu, graph: Graph, params: &TensorMap) -> Result<Self> {
+        Self::build(gpu, graph, params, false)
+    }
+
+    fn build(gpu: &Gpu, graph: Graph, params: &TensorMap, reuse: bool) -> Result<Self> {
         if graph.steps.is_empty() {
             bail!("graph has no steps: call forward_only() or backward() first");
         }
-        let plan = plan(&graph)?;
+        let mut plan = plan(&graph)?;
+        if !reuse {
+            // One slot per planned tensor.
+            let mut bytes = Vec::new();
+            for (i, s) in plan.slot_of.iter_mut().enumerate() {
+                if s.is_some() {
+                    *s = Some(bytes.len());
+                    bytes.push(graph.tensors[i].bytes());
+                }
+            }
+            plan.slot_bytes = bytes;
+        }
         let slots: Vec<Tensor> = plan
             .slot_bytes
             .iter()
@@ -40,31 +61,41 @@ impl Executor {
             .context("allocating activation buffers")?;
         let mut tensors: Vec<Option<Tensor>> = Vec::with_capacity(graph.tensors.len());
         for (i, d) in graph.tensors.iter().enumerate() {
-            let t = match d.role {
-                Role::Param => {
-                    let p = params
-                        .get(&d.name)
-                        .ok_or_else(|| anyhow!("parameter {} is missing", d.name))?;
-                    if p.shape() != d.shape.as_slice() {
-                        bail!(
-                            "parameter {} has shape {:?}, the model needs {:?}",
-                            d.name,
-                            p.shape(),
-                            d.shape
-                        );
+            let t = if let Some(v) = d.view {
+                // Bases come first (a view is created after its base).
+                let base = tensors[v.base.0 as usize]
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("view {} of an unplaced tensor", d.name))?;
+                Some(base.view(v.offset, &d.shape)?)
+            } else {
+                match d.role {
+                    Role::Param => {
+                        let p = params
+                            .get(&d.name)
+                            .ok_or_else(|| anyhow!("parameter {} is missing", d.name))?;
+                        if p.shape() != d.shape.as_slice() {
+                            bail!(
+                                "parameter {} has shape {:?}, the model needs {:?}",
+                                d.name,
+                                p.shape(),
+                                d.shape
+                            );
+                        }
+                        Some(p.clone())
                     }
-                    Some(p.clone())
+                    Role::ParamGrad | Role::Output | Role::Input => {
+                        Some(gpu.zeros(&d.shape, d.dtype)?)
+                    }
+                    Role::Planned => match plan.slot_of[i] {
+                        Some(s) => Some(
+                            slots[s]
+                                .retyped(d.dtype)?
+                                .view(0, &[numel(&d.shape)])?
+                                .reshape(&d.shape)?,
+                        ),
+                        None => None,
+                    },
                 }
-                Role::ParamGrad | Role::Output => Some(gpu.zeros(&d.shape, d.dtype)?),
-                Role::Input => Some(gpu.zeros(&d.shape, d.dtype)?),
-                Role::Planned => match plan.slot_of[i] {
-                    Some(s) => Some(
-                        slots[s]
-                            .view(0, &[crate::runtime::numel(&d.shape)])?
-                            .reshape(&d.shape)?,
-                    ),
-                    None => None,
-                },
             };
             tensors.push(t);
         }
@@ -77,7 +108,7 @@ impl Executor {
         for (i, s) in graph.steps.iter().enumerate() {
             dispatches.push(
                 s.build(gpu, &resolve)
-                    .with_context(|| format!("building step {i} ({})", s.name()))?,
+                    .with_context(|| format!("building step {i} ({})", s.name))?,
             );
         }
         Ok(Self {
@@ -115,13 +146,14 @@ impl Executor {
         self.tensor(*g)
     }
 
+    /// (name, gradient) of every trainable parameter, in declaration order.
     pub fn param_grads(&self) -> Vec<(String, Tensor)> {
         self.graph
             .params
             .iter()
-            .filter_map(|(n, id)| {
-                let g = self.graph.param_grads.get(id)?;
-                Some((n.clone(), self.tensor(*g)?.clone()))
+            .filter_map(|p| {
+                let g = self.graph.param_grads.get(&p.id)?;
+                Some((p.name.clone(), self.tensor(*g)?.clone()))
             })
             .collect()
     }

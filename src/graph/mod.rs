@@ -1,28 +1,29 @@
-//! The graph executor: a model is described once as a list of forward ops
-//! over tensor ids ([`Graph`]); [`autodiff`] appends the backward ops;
+//! The graph executor. A model is written as a list of [`Node`]s: each an
+//! [`Op`] (from [`crate::ops`]) over tensor ids. [`autodiff`] appends the
+//! backward computation; every op lowers itself to kernel [`Step`]s;
 //! [`plan`] places activations and temporaries in a reused set of buffers;
-//! [`exec`] turns every op into pre-built dispatches and runs a whole step
-//! as one command encoder and one submit.
+//! [`exec`] builds every dispatch once and runs a whole step as one command
+//! encoder and one submit.
 //!
-//! Two levels of op: [`FwdOp`] is what a model is written in (a linear layer,
-//! attention, a layer norm), and carries the rule for its gradient; [`Step`]
-//! is one kernel call of the library, what actually runs, forward and back.
+//! Nothing here knows any particular op: the planner, executor, autodiff and
+//! graph dump see only nodes (an op, its inputs, its outputs) and steps (a
+//! kernel call with the tensors it reads, writes and accumulates into).
+//! Adding an op means adding one file to `src/ops/`.
 
 pub mod autodiff;
 pub mod dump;
+pub mod eval;
 pub mod exec;
+pub mod op;
 pub mod plan;
 pub mod step;
 
-use std::collections::HashMap;
-
 use anyhow::{bail, ensure, Result};
 
-use crate::kernels::gelu::GeluKind;
-use crate::kernels::matmul::MatmulSpec;
 use crate::runtime::{numel, DType};
 
-pub use exec::Executor;
+pub use exec::{Executor, TensorMap};
+pub use op::{HostTensor, Op};
 pub use plan::MemoryPlan;
 pub use step::Step;
 
@@ -33,18 +34,28 @@ pub struct TensorId(pub u32);
 /// Where a tensor's memory comes from, and how long it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// A trainable parameter, owned by the [`ParamStore`](crate::model::ParamStore).
+    /// A parameter, owned by the caller (a trainer's or a sampler's map).
     Param,
-    /// The gradient of a parameter: persistent, zeroed at the start of each
-    /// optimizer step and accumulated into (so micro-batches add up).
+    /// The gradient of a trainable parameter: persistent, zeroed at the start
+    /// of each optimizer step and accumulated into (so micro-batches add up).
     ParamGrad,
-    /// Written from the host before each step (tokens, targets).
+    /// Written from the host before each step (token ids, labels, pixels).
     Input,
-    /// Kept after the step for the caller to read (the loss, logits if asked).
+    /// Kept after the step for the caller to read (losses, logits if asked).
     Output,
     /// Everything else: forward activations, backward temporaries, the
     /// gradients of activations. Placed by the memory planner.
     Planned,
+}
+
+/// A tensor that shares the memory of another (a reshape, a leading slice):
+/// it has no buffer of its own and lives as long as its base.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewOf {
+    pub base: TensorId,
+    /// Offset into the base, in elements. Must fall on a 256-byte boundary
+    /// (WebGPU's storage binding alignment); 0 for reshapes.
+    pub offset: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -53,15 +64,52 @@ pub struct TensorDesc {
     pub shape: Vec<usize>,
     pub dtype: DType,
     pub role: Role,
+    pub view: Option<ViewOf>,
 }
 
 impl TensorDesc {
     pub fn bytes(&self) -> u64 {
         (numel(&self.shape) * self.dtype.size()) as u64
     }
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
 }
 
-/// Which attention kernels to use.
+/// How a parameter starts out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Ones,
+    Const(f32),
+    /// N(0, std²), drawn from the model's seeded generator in declaration order.
+    Normal(f32),
+}
+
+/// A parameter as the model declared it: its Hugging Face name, its tensor,
+/// how it is initialised and how the optimizer treats it.
+#[derive(Clone, Debug)]
+pub struct ParamInfo {
+    pub name: String,
+    pub id: TensorId,
+    pub init: Init,
+    /// AdamW weight decay applies. Default by rank: matrices and embedding
+    /// tables (rank ≥ 2) decay, vectors (biases, norm gains) do not.
+    pub decay: bool,
+    /// False for frozen parameters: no gradient, no optimizer state.
+    pub trainable: bool,
+}
+
+/// One op applied to tensors. `outputs` include anything the op saves for its
+/// backward pass (a LayerNorm's mean and rstd, attention's log-sum-exp).
+#[derive(Debug)]
+pub struct Node {
+    pub op: Box<dyn Op>,
+    pub inputs: Vec<TensorId>,
+    pub outputs: Vec<TensorId>,
+}
+
+/// Which attention kernels attention ops lower to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionImpl {
     /// q·kᵀ, softmax and p·v as separate kernels, materialising the T×T
@@ -79,153 +127,67 @@ impl AttentionImpl {
     /// `auto` (or empty): unfused on CPU adapters, where it measured faster,
     /// fused elsewhere.
     pub fn choose(setting: &str, gpu: &crate::runtime::Gpu) -> Result<Self> {
+        Self::choose_for(setting, gpu.is_cpu())
+    }
+
+    /// [`AttentionImpl::choose`] without a device: `cpu_adapter` says what it is.
+    pub fn choose_for(setting: &str, cpu_adapter: bool) -> Result<Self> {
         Ok(match setting {
             "fused" => Self::Fused,
             "unfused" => Self::Unfused,
-            "auto" | "" if gpu.is_cpu() => Self::Unfused,
+            "auto" | "" if cpu_adapter => Self::Unfused,
             "auto" | "" => Self::Fused,
             other => bail!("attention {other:?}: expected fused, unfused or auto"),
         })
     }
 }
 
-/// A model-level op: the unit of the gradient rules in [`autodiff`].
-#[derive(Clone, Debug)]
-pub enum FwdOp {
-    Embedding {
-        tokens: TensorId,
-        wte: TensorId,
-        wpe: TensorId,
-        out: TensorId,
-    },
-    LayerNorm {
-        x: TensorId,
-        gamma: TensorId,
-        beta: TensorId,
-        y: TensorId,
-        mean: TensorId,
-        rstd: TensorId,
-        eps: f32,
-    },
-    /// c = α·op(a)·op(b) (+ bias), see [`MatmulSpec`].
-    Matmul {
-        spec: MatmulSpec,
-        a: TensorId,
-        b: TensorId,
-        bias: Option<TensorId>,
-        c: TensorId,
-    },
-    Gelu {
-        x: TensorId,
-        y: TensorId,
-        kind: GeluKind,
-    },
-    Add {
-        a: TensorId,
-        b: TensorId,
-        out: TensorId,
-    },
-    /// Multi-head self-attention on a fused qkv [B, T, 3C] → out [B, T, C].
-    Attention {
-        qkv: TensorId,
-        out: TensorId,
-        attn: AttentionShape,
-        saved: AttentionSaved,
-    },
-    /// Mean cross-entropy of logits [rows, V] against targets [rows].
-    CrossEntropy {
-        logits: TensorId,
-        targets: TensorId,
-        losses: TensorId,
-        loss: TensorId,
-        /// Present when the graph trains: the fused kernel writes the
-        /// gradient of the loss w.r.t. the logits in the forward pass.
-        dlogits: Option<TensorId>,
-        ignore_index: i32,
-    },
+/// Settings that change how ops lower, fixed when the graph is created.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GraphOptions {
+    pub attention: AttentionImpl,
+    /// Dropout is active (training graphs); evaluation graphs leave it off.
+    pub dropout: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub batch: usize,
-    pub seq: usize,
-    pub heads: usize,
-    pub head_dim: usize,
-    pub causal: bool,
-}
-
-/// Intermediates of an attention op kept for the backward pass. q, k, v and
-/// the output are head-major [B, H, T, D] in both variants.
-#[derive(Clone, Debug)]
-pub enum AttentionSaved {
-    Unfused {
-        q: TensorId,
-        k: TensorId,
-        v: TensorId,
-        /// Raw scores q·kᵀ [B·H, T, T]: a temporary, dead once softmax ran.
-        scores: TensorId,
-        /// Probabilities [B·H, T, T].
-        probs: TensorId,
-        y_heads: TensorId,
-    },
-    Fused {
-        q: TensorId,
-        k: TensorId,
-        v: TensorId,
-        y_heads: TensorId,
-        /// Row log-sum-exp of the scaled, masked scores [B·H, T].
-        lse: TensorId,
-    },
-}
-
-impl AttentionSaved {
-    /// (q, k, v, output), head-major.
-    pub fn qkv_out(&self) -> (TensorId, TensorId, TensorId, TensorId) {
-        match *self {
-            AttentionSaved::Unfused {
-                q, k, v, y_heads, ..
-            }
-            | AttentionSaved::Fused {
-                q, k, v, y_heads, ..
-            } => (q, k, v, y_heads),
-        }
-    }
-}
-
-/// A model's computation at one batch shape: tensors, forward ops, and (once
-/// [`Graph::backward`] ran) the lowered forward and backward kernel steps.
-#[derive(Clone, Debug, Default)]
+/// A model's computation at one batch shape: tensors, nodes, parameters, and
+/// (once lowered) the forward and backward kernel steps.
+#[derive(Debug, Default)]
 pub struct Graph {
     pub tensors: Vec<TensorDesc>,
-    pub ops: Vec<FwdOp>,
-    /// Parameters by name, in creation order.
-    pub params: Vec<(String, TensorId)>,
-    /// Parameter → its gradient (filled by [`Graph::backward`]).
-    pub param_grads: HashMap<TensorId, TensorId>,
-    /// Forward then backward kernel calls, in execution order.
+    pub nodes: Vec<Node>,
+    /// How many of `nodes` are the forward computation (the rest were
+    /// created by gradient rules and are lowered into the backward pass).
+    pub n_forward_nodes: usize,
+    /// Parameters in declaration order.
+    pub params: Vec<ParamInfo>,
+    /// Trainable parameter → its gradient (filled by [`Graph::backward`]).
+    pub param_grads: std::collections::BTreeMap<TensorId, TensorId>,
+    /// Forward then backward kernel steps, in execution order.
     pub steps: Vec<Step>,
     /// How many of `steps` are the forward pass.
     pub n_forward_steps: usize,
+    /// True once [`Graph::backward`] lowered a training graph.
     pub training: bool,
-    /// The attention kernels [`Graph::self_attention`] lowers to (None: the
-    /// default, [`AttentionImpl::Fused`]).
-    pub attention: Option<AttentionImpl>,
+    pub options: GraphOptions,
+    /// The loss tensors and their weights in the total loss (set by backward).
+    pub losses: Vec<(TensorId, f32)>,
 }
 
 impl Graph {
-    pub fn new() -> Self {
+    pub fn new(options: GraphOptions) -> Self {
         Self {
-            attention: Some(AttentionImpl::default()),
+            options,
             ..Default::default()
         }
     }
 
-    /// A graph whose attention ops use `attention`.
+    /// A graph whose attention ops use `attention` (dropout off).
     pub fn with_attention(attention: AttentionImpl) -> Self {
-        Self {
-            attention: Some(attention),
-            ..Default::default()
-        }
+        Self::new(GraphOptions {
+            attention,
+            dropout: false,
+        })
     }
 
     pub fn desc(&self, id: TensorId) -> &TensorDesc {
@@ -234,8 +196,32 @@ impl Graph {
     pub fn shape(&self, id: TensorId) -> &[usize] {
         &self.tensors[id.0 as usize].shape
     }
+    pub fn dtype(&self, id: TensorId) -> DType {
+        self.tensors[id.0 as usize].dtype
+    }
+    pub fn name(&self, id: TensorId) -> &str {
+        &self.tensors[id.0 as usize].name
+    }
 
-    fn add_tensor(
+    /// The tensor that owns the memory of `id` (itself unless a view).
+    pub fn root(&self, mut id: TensorId) -> TensorId {
+        while let Some(v) = self.desc(id).view {
+            id = v.base;
+        }
+        id
+    }
+
+    /// Element offset of `id` within its root's memory.
+    pub fn root_offset(&self, mut id: TensorId) -> usize {
+        let mut off = 0;
+        while let Some(v) = self.desc(id).view {
+            off += v.offset;
+            id = v.base;
+        }
+        off
+    }
+
+    pub(crate) fn add_tensor(
         &mut self,
         name: impl Into<String>,
         shape: &[usize],
@@ -248,6 +234,7 @@ impl Graph {
             shape: shape.to_vec(),
             dtype,
             role,
+            view: None,
         });
         id
     }
@@ -257,20 +244,112 @@ impl Graph {
         self.add_tensor(name, shape, DType::F32, Role::Planned)
     }
 
-    pub fn param(&mut self, name: &str, shape: &[usize]) -> TensorId {
+    /// A planned tensor of any element type.
+    pub fn planned_typed(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        dtype: DType,
+    ) -> TensorId {
+        self.add_tensor(name, shape, dtype, Role::Planned)
+    }
+
+    /// A tensor sharing `base`'s memory from element `offset` on (no copy).
+    /// The byte offset must be a multiple of 256 (see [`ViewOf`]).
+    pub fn view(
+        &mut self,
+        base: TensorId,
+        offset: usize,
+        shape: &[usize],
+        name: impl Into<String>,
+    ) -> Result<TensorId> {
+        let b = self.desc(base).clone();
+        ensure!(
+            offset + numel(shape) <= b.numel(),
+            "view of {shape:?} at element {offset} runs past {} {:?}",
+            b.name,
+            b.shape
+        );
+        let bytes = (self.root_offset(base) + offset) * b.dtype.size();
+        ensure!(
+            bytes.is_multiple_of(crate::runtime::pool::ALIGN as usize),
+            "a view of {} must start on a 256-byte boundary (offset {bytes} bytes)",
+            b.name
+        );
+        let id = self.add_tensor(name, shape, b.dtype, Role::Planned);
+        // A view of a persistent tensor is resolved from it; the role only
+        // matters to the planner, which follows the view to its root.
+        self.tensors[id.0 as usize].view = Some(ViewOf { base, offset });
+        Ok(id)
+    }
+
+    /// Declares a parameter (or returns the one already declared under this
+    /// name, for tied weights; its shape must agree). `decay: None` chooses
+    /// by rank: matrices and embedding tables decay, vectors do not.
+    pub fn param_with(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        init: Init,
+        decay: Option<bool>,
+    ) -> Result<TensorId> {
+        if let Some(p) = self.params.iter().find(|p| p.name == name) {
+            ensure!(
+                self.shape(p.id) == shape,
+                "parameter {name} is declared twice with different shapes: {:?} and {shape:?}",
+                self.shape(p.id)
+            );
+            return Ok(p.id);
+        }
+        ensure!(
+            !shape.is_empty() && shape.iter().all(|&d| d > 0),
+            "parameter {name}: every dimension must be at least 1, got {shape:?}"
+        );
         let id = self.add_tensor(name, shape, DType::F32, Role::Param);
-        self.params.push((name.to_string(), id));
-        id
+        self.params.push(ParamInfo {
+            name: name.to_string(),
+            id,
+            init,
+            decay: decay.unwrap_or(shape.len() >= 2),
+            trainable: true,
+        });
+        Ok(id)
+    }
+
+    /// [`Graph::param_with`] with decay chosen by rank.
+    pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> Result<TensorId> {
+        self.param_with(name, shape, init, None)
+    }
+
+    /// Freezes parameters whose name satisfies `pred` (call before
+    /// [`Graph::backward`]): they get no gradient and no optimizer state.
+    pub fn freeze(&mut self, pred: impl Fn(&str) -> bool) {
+        for p in &mut self.params {
+            if pred(&p.name) {
+                p.trainable = false;
+            }
+        }
     }
 
     pub fn input(&mut self, name: &str, shape: &[usize], dtype: DType) -> TensorId {
         self.add_tensor(name, shape, dtype, Role::Input)
     }
 
+    /// Input tensors by name, in creation order.
+    pub fn inputs(&self) -> Vec<(String, TensorId)> {
+        self.tensors
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.role == Role::Input)
+            .map(|(i, t)| (t.name.clone(), TensorId(i as u32)))
+            .collect()
+    }
+
     /// Marks a tensor as a result the caller reads after the step, so the
-    /// planner never reuses its memory.
+    /// planner never reuses its memory (for a view: the memory of its base).
     pub fn keep(&mut self, id: TensorId) {
-        let d = &mut self.tensors[id.0 as usize];
+        let root = self.root(id);
+        let d = &mut self.tensors[root.0 as usize];
         if d.role == Role::Planned {
             d.role = Role::Output;
         }
@@ -282,244 +361,37 @@ impl Graph {
     }
 
     pub fn param_id(&self, name: &str) -> Option<TensorId> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, id)| *id)
+        self.params.iter().find(|p| p.name == name).map(|p| p.id)
     }
 
-    // ---- model-building ops -------------------------------------------------
+    pub fn param_info(&self, id: TensorId) -> Option<&ParamInfo> {
+        self.params.iter().find(|p| p.id == id)
+    }
 
-    /// Token plus position embedding: tokens [B, T] → [B, T, C].
-    pub fn embedding(
-        &mut self,
-        tokens: TensorId,
-        wte: TensorId,
-        wpe: TensorId,
-    ) -> Result<TensorId> {
-        let (ts, es) = (self.shape(tokens).to_vec(), self.shape(wte).to_vec());
-        ensure!(
-            ts.len() == 2 && es.len() == 2,
-            "embedding: tokens must be [B, T] and wte [V, C]"
-        );
-        ensure!(
-            self.shape(wpe)[0] >= ts[1] && self.shape(wpe)[1] == es[1],
-            "embedding: wpe {:?} cannot serve T = {} with C = {}",
-            self.shape(wpe),
-            ts[1],
-            es[1]
-        );
-        let out = self.planned("embed", &[ts[0], ts[1], es[1]]);
-        self.ops.push(FwdOp::Embedding {
-            tokens,
-            wte,
-            wpe,
-            out,
+    /// Appends a node. Ops' builder functions (in `src/ops/`) create the
+    /// output tensors with their shape rule, then call this.
+    pub fn push_node(&mut self, op: impl Op + 'static, inputs: &[TensorId], outputs: &[TensorId]) {
+        self.nodes.push(Node {
+            op: Box::new(op),
+            inputs: inputs.to_vec(),
+            outputs: outputs.to_vec(),
         });
-        Ok(out)
     }
 
-    /// LayerNorm over the last dimension.
-    pub fn layernorm(
-        &mut self,
-        x: TensorId,
-        gamma: TensorId,
-        beta: TensorId,
-        eps: f32,
-    ) -> Result<TensorId> {
-        let shape = self.shape(x).to_vec();
-        let c = *shape.last().unwrap_or(&0);
-        ensure!(
-            self.shape(gamma) == [c] && self.shape(beta) == [c],
-            "layernorm: γ/β must be [{c}] for input {shape:?}"
-        );
-        let rows = numel(&shape) / c;
-        let name = self
-            .desc(gamma)
-            .name
-            .trim_end_matches(".weight")
-            .to_string();
-        let y = self.planned(format!("{name}.out"), &shape);
-        let mean = self.planned(format!("{name}.mean"), &[rows]);
-        let rstd = self.planned(format!("{name}.rstd"), &[rows]);
-        self.ops.push(FwdOp::LayerNorm {
-            x,
-            gamma,
-            beta,
-            y,
-            mean,
-            rstd,
-            eps,
-        });
-        Ok(y)
+    /// Total number of parameter elements.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|p| self.desc(p.id).numel()).sum()
     }
 
-    /// y = x·W (+ b) over the last dimension of x, W stored [in, out] as in
-    /// Hugging Face's GPT-2 Conv1D (or [out, in] with `trans_w`).
-    pub fn linear(
-        &mut self,
-        x: TensorId,
-        w: TensorId,
-        bias: Option<TensorId>,
-        trans_w: bool,
-    ) -> Result<TensorId> {
-        let xs = self.shape(x).to_vec();
-        let ws = self.shape(w).to_vec();
-        ensure!(
-            ws.len() == 2,
-            "linear: weight {} must be 2-D, is {ws:?}",
-            self.desc(w).name
-        );
-        let (k_in, n_out) = if trans_w {
-            (ws[1], ws[0])
-        } else {
-            (ws[0], ws[1])
-        };
-        let k = *xs.last().unwrap_or(&0);
-        ensure!(
-            k == k_in,
-            "linear: input {xs:?} has last dim {k} but weight {} {ws:?} expects {k_in}",
-            self.desc(w).name
-        );
-        if let Some(b) = bias {
-            ensure!(self.shape(b) == [n_out], "linear: bias must be [{n_out}]");
-        }
-        let rows = numel(&xs) / k;
-        let mut ys = xs.clone();
-        *ys.last_mut().unwrap() = n_out;
-        let name = self.desc(w).name.trim_end_matches(".weight").to_string();
-        let c = self.planned(format!("{name}.out"), &ys);
-        let spec = MatmulSpec::new(rows, n_out, k).trans_b(trans_w);
-        self.ops.push(FwdOp::Matmul {
-            spec,
-            a: x,
-            b: w,
-            bias,
-            c,
-        });
-        Ok(c)
-    }
-
-    pub fn gelu(&mut self, x: TensorId, kind: GeluKind) -> TensorId {
-        let shape = self.shape(x).to_vec();
-        let y = self.planned(format!("{}.gelu", self.desc(x).name), &shape);
-        self.ops.push(FwdOp::Gelu { x, y, kind });
-        y
-    }
-
-    pub fn add(&mut self, a: TensorId, b: TensorId) -> Result<TensorId> {
-        ensure!(
-            self.shape(a) == self.shape(b),
-            "add: shapes {:?} and {:?} differ",
-            self.shape(a),
-            self.shape(b)
-        );
-        let shape = self.shape(a).to_vec();
-        let out = self.planned("residual", &shape);
-        self.ops.push(FwdOp::Add { a, b, out });
-        Ok(out)
-    }
-
-    /// Multi-head self-attention on qkv [B, T, 3C] (q, k, v side by side as
-    /// GPT-2's c_attn produces them); returns [B, T, C] before the output projection.
-    pub fn self_attention(
-        &mut self,
-        qkv: TensorId,
-        heads: usize,
-        causal: bool,
-    ) -> Result<TensorId> {
-        let s = self.shape(qkv).to_vec();
-        ensure!(
-            s.len() == 3 && s[2].is_multiple_of(3),
-            "attention: qkv must be [B, T, 3C], is {s:?}"
-        );
-        let (b, t, c) = (s[0], s[1], s[2] / 3);
-        ensure!(
-            heads > 0 && c % heads == 0,
-            "attention: C = {c} is not divisible by {heads} heads"
-        );
-        let d = c / heads;
-        let attn = AttentionShape {
-            batch: b,
-            seq: t,
-            heads,
-            head_dim: d,
-            causal,
-        };
-        let q = self.planned("attn.q", &[b, heads, t, d]);
-        let k = self.planned("attn.k", &[b, heads, t, d]);
-        let v = self.planned("attn.v", &[b, heads, t, d]);
-        let saved = match self.attention.unwrap_or_default() {
-            AttentionImpl::Unfused => AttentionSaved::Unfused {
-                q,
-                k,
-                v,
-                scores: self.planned("attn.scores", &[b * heads, t, t]),
-                probs: self.planned("attn.probs", &[b * heads, t, t]),
-                y_heads: self.planned("attn.y_heads", &[b, heads, t, d]),
-            },
-            AttentionImpl::Fused => {
-                ensure!(
-                    d <= crate::kernels::attention::MAX_HEAD_DIM,
-                    "attention: head_dim {d} exceeds the fused kernel's {}; use \
-                     AttentionImpl::Unfused",
-                    crate::kernels::attention::MAX_HEAD_DIM
-                );
-                AttentionSaved::Fused {
-                    q,
-                    k,
-                    v,
-                    y_heads: self.planned("attn.y_heads", &[b, heads, t, d]),
-                    lse: self.planned("attn.lse", &[b * heads, t]),
-                }
-            }
-        };
-        let out = self.planned("attn.out", &[b, t, c]);
-        self.ops.push(FwdOp::Attention {
-            qkv,
-            out,
-            attn,
-            saved,
-        });
-        Ok(out)
-    }
-
-    /// Mean cross-entropy; returns the loss tensor [1] (kept for reading).
-    pub fn cross_entropy(
-        &mut self,
-        logits: TensorId,
-        targets: TensorId,
-        ignore_index: i32,
-    ) -> Result<TensorId> {
-        let ls = self.shape(logits).to_vec();
-        let rows = numel(&ls) / ls.last().copied().unwrap_or(1);
-        ensure!(
-            numel(self.shape(targets)) == rows,
-            "cross_entropy: {} targets for {rows} rows of logits {ls:?}",
-            numel(self.shape(targets))
-        );
-        let losses = self.planned("losses", &[rows]);
-        let loss = self.add_tensor("loss", &[1], DType::F32, Role::Output);
-        self.ops.push(FwdOp::CrossEntropy {
-            logits,
-            targets,
-            losses,
-            loss,
-            dlogits: None,
-            ignore_index,
-        });
-        Ok(loss)
-    }
-
-    /// Lowers the forward ops to kernel steps without a backward pass
+    /// Lowers the forward nodes to kernel steps without a backward pass
     /// (evaluation, sampling).
     pub fn forward_only(&mut self) -> Result<()> {
-        if !self.steps.is_empty() {
-            bail!("graph already lowered");
-        }
+        ensure!(self.steps.is_empty(), "graph already lowered");
+        self.n_forward_nodes = self.nodes.len();
         self.training = false;
-        self.steps = step::lower_forward(self)?;
-        self.n_forward_steps = self.steps.len();
+        let steps = step::lower_nodes(self, 0..self.n_forward_nodes)?;
+        self.n_forward_steps = steps.len();
+        self.steps = steps;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Memory planning: every planned tensor lives from the step that first
 //! writes it to the step that last touches it; tensors whose lifetimes do
-//! not overlap share a buffer ("slot").
+//! not overlap share a buffer ("slot"). A view has no memory of its own: its
+//! reads and writes count for its base.
 //!
 //! At each step the step's new outputs get slots *before* the tensors it
 //! last reads give theirs back, so no kernel ever reads and writes the same
@@ -12,7 +13,7 @@ use super::{Graph, Role, TensorId};
 
 #[derive(Clone, Debug, Default)]
 pub struct MemoryPlan {
-    /// Slot index of each tensor (None for tensors not planned or unused).
+    /// Slot index of each tensor (None for tensors not planned, views, or unused).
     pub slot_of: Vec<Option<usize>>,
     /// Bytes of each slot (the largest tensor it ever holds).
     pub slot_bytes: Vec<u64>,
@@ -27,12 +28,18 @@ impl MemoryPlan {
     }
 }
 
+/// Whether `id` owns planned memory (a planned tensor that is not a view).
+fn owns_planned(g: &Graph, id: TensorId) -> bool {
+    let d = g.desc(id);
+    d.role == Role::Planned && d.view.is_none()
+}
+
 /// Sum of the sizes of all planned tensors: what one buffer per tensor costs.
 pub fn naive_bytes(g: &Graph) -> u64 {
-    g.tensors
-        .iter()
-        .filter(|t| t.role == Role::Planned)
-        .map(|t| t.bytes())
+    (0..g.tensors.len())
+        .map(|i| TensorId(i as u32))
+        .filter(|&id| owns_planned(g, id))
+        .map(|id| g.desc(id).bytes())
         .sum()
 }
 
@@ -41,7 +48,7 @@ pub fn naive_bytes(g: &Graph) -> u64 {
 pub fn persistent_bytes(g: &Graph) -> u64 {
     g.tensors
         .iter()
-        .filter(|t| t.role != Role::Planned)
+        .filter(|t| t.role != Role::Planned && t.view.is_none())
         .map(|t| t.bytes())
         .sum()
 }
@@ -50,26 +57,28 @@ pub fn plan(g: &Graph) -> Result<MemoryPlan> {
     let n = g.tensors.len();
     let mut live: Vec<Option<(usize, usize)>> = vec![None; n];
     for (i, s) in g.steps.iter().enumerate() {
-        for id in s.writes() {
+        // Written first: a step that accumulates reads the old value, which
+        // some earlier step must have written.
+        for id in s.writes.iter().map(|&t| g.root(t)) {
             let e = &mut live[id.0 as usize];
             *e = Some(e.map_or((i, i), |(a, _)| (a, i)));
         }
-        for id in s.reads() {
+        for (orig, id) in s.inputs().map(|t| (t, g.root(t))) {
             let e = &mut live[id.0 as usize];
             match e {
                 Some((_, b)) => *b = i,
-                None if g.desc(id).role == Role::Planned => bail!(
+                None if owns_planned(g, id) => bail!(
                     "graph error: step {i} ({}) reads {} before anything writes it",
-                    s.name(),
-                    g.desc(id).name
+                    s.name,
+                    g.desc(orig).name
                 ),
                 None => {}
             }
         }
     }
-    for (i, t) in g.tensors.iter().enumerate() {
-        if t.role != Role::Planned {
-            live[i] = None;
+    for (i, l) in live.iter_mut().enumerate() {
+        if !owns_planned(g, TensorId(i as u32)) {
+            *l = None;
         }
     }
 

@@ -1,15 +1,275 @@
-//! Models: each describes its parameters (names, shapes, initialisation) and
-//! builds its graph from the ops in [`crate::graph`].
+//! Models: each declares its parameters once under their Hugging Face names
+//! (through [`vb::Vb`]), reads and writes its Hugging Face `config.json`,
+//! and builds its graph from named inputs to named outputs with the ops of
+//! [`crate::ops`]. The trainer, checkpoints, evaluation, sampling and `kiln
+//! grads` work for any [`Model`].
+//!
+//! Adding a model: a file here with its config (serde, HF field names), an
+//! implementation of [`Model`], and a line in [`from_config_json`].
 
-pub mod gpt;
+pub mod gpt2;
+pub mod vb;
 
-use anyhow::{anyhow, ensure, Result};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
 
+use anyhow::{anyhow, bail, ensure, Context, Result};
+
+use crate::data::{Batch, InputSpec};
 use crate::graph::exec::TensorMap;
+use crate::graph::{AttentionImpl, Graph, GraphOptions, Init, ParamInfo, TensorId};
 use crate::runtime::Gpu;
+use crate::util::Rng;
 
-/// Parameters on the host: (name, values) in the model's order.
+pub use gpt2::GptConfig;
+
+/// Parameters on the host: (name, values) in declaration order.
 pub type HostParams = Vec<(String, Vec<f32>)>;
+
+/// The sizes a batch layout is made from (models ignore what they do not use:
+/// an image model has no sequence length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub batch: usize,
+    pub seq: usize,
+}
+
+/// What a model's graph produces.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// Loss terms (name, tensor, weight); the training loss is Σ weight·term.
+    pub losses: Vec<(String, TensorId, f32)>,
+    /// Named results: `logits`, embeddings, metrics.
+    pub tensors: BTreeMap<String, TensorId>,
+}
+
+/// A model Kiln can build, train, evaluate and save.
+pub trait Model: Debug + Send + Sync {
+    /// The Hugging Face class it matches (`GPT2LMHeadModel`).
+    fn architecture(&self) -> &'static str;
+
+    /// Its `config.json`, in that class's format.
+    fn config_json(&self) -> serde_json::Value;
+
+    /// One line for logs ("GPT-2 2 layers, 4 heads, 64 dims, …").
+    fn describe(&self) -> String;
+
+    /// The inputs of a batch of these dimensions (what a data source makes).
+    fn input_specs(&self, dims: Dims) -> Vec<InputSpec>;
+
+    /// Builds the forward computation on `g` from the named `inputs`
+    /// (tensors already in `g`), declaring every parameter. Inputs a model
+    /// can do without (labels, for inference) may be absent.
+    fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs>;
+
+    /// Checks a host batch before it is uploaded (ids within the vocabulary,
+    /// labels valid), and converts Hugging Face argument forms the graph does
+    /// not take directly. The error names the tensor and the problem.
+    fn prepare_batch(&self, batch: &mut Batch) -> Result<()> {
+        let _ = batch;
+        Ok(())
+    }
+
+    /// The longest sequence the model takes, for text generation (`None`:
+    /// the model does not generate text).
+    fn context_length(&self) -> Option<usize> {
+        None
+    }
+
+    /// The checkpoint name a stored tensor stands for: the identity, unless
+    /// the architecture has aliases (GPT-2's unprefixed names). `None` skips
+    /// tensors that are not parameters (buffers, tied copies).
+    fn canonical_name(&self, stored: &str) -> Option<String> {
+        Some(stored.to_string())
+    }
+}
+
+/// A model from its Hugging Face `config.json` (`model_type` picks it).
+pub fn from_config_json(v: &serde_json::Value) -> Result<Arc<dyn Model>> {
+    let ty = v
+        .get("model_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("gpt2");
+    match ty {
+        "gpt2" => Ok(Arc::new(gpt2::Gpt2::from_config_json(v)?)),
+        other => {
+            bail!("config.json describes a {other:?} model; Kiln knows gpt2 (GPT2LMHeadModel)")
+        }
+    }
+}
+
+/// The sizes a run configuration gives a model (`[model]` in run.toml).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelDims {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    /// Context length (rows of a position table).
+    pub n_positions: usize,
+    pub vocab_size: usize,
+}
+
+/// A freshly configured model of architecture `arch` (`gpt2`) and these sizes.
+pub fn for_run(arch: &str, d: &ModelDims) -> Result<Arc<dyn Model>> {
+    match arch {
+        "gpt2" | "gpt" => Ok(Arc::new(gpt2::Gpt2::new(GptConfig::new(
+            d.vocab_size,
+            d.n_positions,
+            d.n_embd,
+            d.n_head,
+            d.n_layer,
+        ))?)),
+        other => bail!("model {other:?} is not available; Kiln trains gpt2"),
+    }
+}
+
+/// Options for [`build`].
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Append the backward pass.
+    pub training: bool,
+    /// Named outputs to keep readable after a step (costs their memory).
+    pub keep: Vec<String>,
+    /// Scale of the loss gradient (1 / gradient-accumulation steps).
+    pub grad_scale: f32,
+    pub attention: AttentionImpl,
+    /// Parameters to freeze (no gradient, no optimizer state), by name.
+    pub frozen: Vec<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            training: false,
+            keep: Vec::new(),
+            grad_scale: 1.0,
+            attention: AttentionImpl::default(),
+            frozen: Vec::new(),
+        }
+    }
+}
+
+/// A built graph with its inputs and outputs by name.
+#[derive(Debug)]
+pub struct Built {
+    pub graph: Graph,
+    pub inputs: BTreeMap<String, TensorId>,
+    pub outputs: Outputs,
+}
+
+impl Built {
+    /// A named output (`logits`), or an error listing what there is.
+    pub fn output(&self, name: &str) -> Result<TensorId> {
+        self.outputs.tensors.get(name).copied().ok_or_else(|| {
+            anyhow!(
+                "the model has no output {name:?} (it has: {})",
+                self.outputs
+                    .tensors
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+}
+
+/// Builds `model`'s graph for inputs of `layout`, lowered for training or
+/// inference.
+pub fn build(model: &dyn Model, layout: &[InputSpec], o: &BuildOptions) -> Result<Built> {
+    let mut g = Graph::new(GraphOptions {
+        attention: o.attention,
+        dropout: o.training,
+    });
+    let mut inputs = BTreeMap::new();
+    for s in layout {
+        ensure!(
+            s.shape.iter().all(|&d| d > 0),
+            "input {} has an empty dimension: {:?}",
+            s.name,
+            s.shape
+        );
+        inputs.insert(s.name.clone(), g.input(&s.name, &s.shape, s.dtype));
+    }
+    let outputs = model
+        .forward(&mut g, &inputs)
+        .with_context(|| format!("building {}", model.architecture()))?;
+    for (_, l, _) in &outputs.losses {
+        g.keep(*l);
+    }
+    for name in &o.keep {
+        let id = outputs
+            .tensors
+            .get(name)
+            .ok_or_else(|| anyhow!("the model has no output {name:?} to keep"))?;
+        g.keep(*id);
+    }
+    if o.training {
+        ensure!(
+            !outputs.losses.is_empty(),
+            "{} has no loss for these inputs (are the labels missing from the batch?)",
+            model.architecture()
+        );
+        if !o.frozen.is_empty() {
+            let frozen = o.frozen.clone();
+            g.freeze(|n| frozen.iter().any(|f| f == n));
+        }
+        let losses: Vec<(TensorId, f32)> =
+            outputs.losses.iter().map(|(_, l, w)| (*l, *w)).collect();
+        g.backward(&losses, o.grad_scale)?;
+    } else {
+        g.forward_only()?;
+    }
+    Ok(Built {
+        graph: g,
+        inputs,
+        outputs,
+    })
+}
+
+/// Every parameter the model declares (name, shape, initialiser, group),
+/// in declaration order, from a graph built at the smallest dimensions.
+pub fn param_specs(model: &dyn Model) -> Result<Vec<(ParamInfo, Vec<usize>)>> {
+    let layout = model.input_specs(Dims { batch: 1, seq: 1 });
+    let mut g = Graph::new(GraphOptions::default());
+    let mut inputs = BTreeMap::new();
+    for s in &layout {
+        inputs.insert(s.name.clone(), g.input(&s.name, &s.shape, s.dtype));
+    }
+    model.forward(&mut g, &inputs)?;
+    Ok(g.params
+        .iter()
+        .map(|p| (p.clone(), g.shape(p.id).to_vec()))
+        .collect())
+}
+
+/// (name, shape) of every parameter, in declaration order.
+pub fn param_shapes(model: &dyn Model) -> Result<Vec<(String, Vec<usize>)>> {
+    Ok(param_specs(model)?
+        .into_iter()
+        .map(|(p, s)| (p.name, s))
+        .collect())
+}
+
+/// Initial values of every parameter, drawn in declaration order from one
+/// generator seeded with `seed` (only normal initialisers draw).
+pub fn init_params(model: &dyn Model, seed: u64) -> Result<HostParams> {
+    let mut rng = Rng::new(seed);
+    Ok(param_specs(model)?
+        .into_iter()
+        .map(|(p, shape)| {
+            let n: usize = shape.iter().product();
+            let data = match p.init {
+                Init::Zeros => vec![0.0; n],
+                Init::Ones => vec![1.0; n],
+                Init::Const(c) => vec![c; n],
+                Init::Normal(std) => rng.vec_normal(n, std),
+            };
+            (p.name, data)
+        })
+        .collect())
+}
 
 /// Uploads host parameters (name, data) with the shapes in `shapes`.
 pub fn upload_params(

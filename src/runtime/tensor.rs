@@ -119,6 +119,23 @@ impl Tensor {
         })
     }
 
+    /// The same bytes seen as a flat tensor of another element type (the
+    /// planner's slots are untyped memory).
+    pub fn retyped(&self, dtype: DType) -> Result<Tensor> {
+        let bytes = self.bytes() as usize;
+        ensure!(
+            bytes.is_multiple_of(dtype.size()),
+            "cannot see {bytes} bytes as {} elements",
+            dtype.name()
+        );
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            offset: self.offset,
+            shape: vec![bytes / dtype.size()],
+            dtype,
+        })
+    }
+
     /// A view of `shape` starting `elem_offset` elements in. The byte offset
     /// must be a multiple of 256 (WebGPU's storage-binding alignment).
     pub fn view(&self, elem_offset: usize, shape: &[usize]) -> Result<Tensor> {

@@ -1,8 +1,8 @@
-//! GPT checkpoints in a run directory, loadable by Hugging Face:
+//! Checkpoints in a run directory, loadable by Hugging Face, for any model:
 //!
-//! - `model.safetensors`: parameters under `GPT2LMHeadModel` names (the LM
-//!   head is tied to `transformer.wte.weight` and not stored twice);
-//! - `config.json`: `GPT2Config` fields;
+//! - `model.safetensors`: parameters under the model's Hugging Face names
+//!   (tied weights are one parameter and stored once);
+//! - `config.json`: the model's Hugging Face config (`model_type` picks it);
 //! - `optimizer.safetensors`: AdamW moments `m.<name>`, `v.<name>`;
 //! - `trainer_state.json`: step, seeds and the settings needed to resume.
 //!
@@ -11,163 +11,58 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
 
-use crate::io::atomic::write_json_atomic;
+use crate::io::atomic::{write_atomic, write_json_atomic};
 use crate::io::checkpoint::{load_safetensors, save_safetensors, NamedTensor, TensorData};
-use crate::model::gpt::GptConfig;
+use crate::model::{self, HostParams, Model};
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 
-/// `config.json` as Hugging Face writes it for GPT-2 (the fields Kiln uses
-/// plus the ones `transformers` needs to pick the class).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HfConfig {
-    #[serde(default = "gpt2_type")]
-    pub model_type: String,
-    #[serde(default)]
-    pub architectures: Vec<String>,
-    pub vocab_size: usize,
-    pub n_positions: usize,
-    #[serde(default)]
-    pub n_ctx: Option<usize>,
-    pub n_embd: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    #[serde(default = "default_eps")]
-    pub layer_norm_epsilon: f32,
-    #[serde(default = "default_act")]
-    pub activation_function: String,
-    #[serde(default)]
-    pub resid_pdrop: f32,
-    #[serde(default)]
-    pub embd_pdrop: f32,
-    #[serde(default)]
-    pub attn_pdrop: f32,
-    #[serde(default = "default_true")]
-    pub tie_word_embeddings: bool,
-    /// Written as null: Kiln's vocabularies have no special tokens unless a
-    /// GPT-2 tokenizer brings them (`transformers` otherwise assumes 50256).
-    #[serde(default)]
-    pub bos_token_id: Option<u32>,
-    #[serde(default)]
-    pub eos_token_id: Option<u32>,
-}
-
-fn gpt2_type() -> String {
-    "gpt2".into()
-}
-fn default_eps() -> f32 {
-    1e-5
-}
-fn default_act() -> String {
-    "gelu_new".into()
-}
-fn default_true() -> bool {
-    true
-}
-
-impl HfConfig {
-    pub fn from_model(c: &GptConfig) -> Self {
-        Self {
-            model_type: gpt2_type(),
-            architectures: vec!["GPT2LMHeadModel".into()],
-            vocab_size: c.vocab_size,
-            n_positions: c.n_positions,
-            n_ctx: Some(c.n_positions),
-            n_embd: c.n_embd,
-            n_layer: c.n_layer,
-            n_head: c.n_head,
-            layer_norm_epsilon: c.layer_norm_epsilon,
-            activation_function: default_act(),
-            resid_pdrop: 0.0,
-            embd_pdrop: 0.0,
-            attn_pdrop: 0.0,
-            tie_word_embeddings: true,
-            bos_token_id: None,
-            eos_token_id: None,
-        }
-    }
-
-    pub fn to_model(&self) -> Result<GptConfig> {
-        ensure!(
-            self.model_type == "gpt2",
-            "config.json describes a {:?} model; Kiln loads GPT-2 checkpoints",
-            self.model_type
-        );
-        ensure!(
-            self.activation_function == "gelu_new"
-                || self.activation_function == "gelu_pytorch_tanh",
-            "config.json asks for activation {:?}; Kiln's GPT uses tanh-GELU (gelu_new)",
-            self.activation_function
-        );
-        let mut c = GptConfig::new(
-            self.vocab_size,
-            self.n_positions,
-            self.n_embd,
-            self.n_head,
-            self.n_layer,
-        );
-        c.layer_norm_epsilon = self.layer_norm_epsilon;
-        c.validate()?;
-        Ok(c)
-    }
-}
-
-/// Reads `config.json` from a run directory.
-pub fn load_config(dir: &Path) -> Result<GptConfig> {
+/// The model a directory's `config.json` describes.
+pub fn load_model_config(dir: &Path) -> Result<Arc<dyn Model>> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "no {} in {} (is this a Kiln or Hugging Face GPT-2 checkpoint directory?)",
+            "no {} in {} (is this a Kiln or Hugging Face checkpoint directory?)",
             CONFIG_FILE,
             dir.display()
         )
     })?;
-    let hf: HfConfig = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
-    hf.to_model()
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    model::from_config_json(&v).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Maps a stored tensor name to Kiln's (Hugging Face, prefixed) name.
-/// Accepts the unprefixed names of the published `gpt2` weights
-/// (`h.0.attn.c_attn.weight`, `wte.weight`); returns None for tensors that
-/// are not parameters (the tied `lm_head.weight`, attention mask buffers).
-pub fn canonical_name(stored: &str) -> Option<String> {
-    if stored == "lm_head.weight"
-        || stored.ends_with(".attn.bias")
-        || stored.ends_with(".attn.masked_bias")
-    {
-        return None;
-    }
-    if stored.starts_with("transformer.") {
-        Some(stored.to_string())
-    } else {
-        Some(format!("transformer.{stored}"))
-    }
-}
-
-/// Loads GPT-2 parameters from `model.safetensors`, checking that every
-/// parameter is present with the right shape.
-pub fn load_params(dir: &Path, cfg: &GptConfig) -> Result<Vec<(String, Vec<f32>)>> {
-    let path = dir.join(MODEL_FILE);
-    let (tensors, _) = load_safetensors(&path)?;
+/// Loads every parameter of `model` from the safetensors file `path`,
+/// checking names (through the model's aliases) and shapes.
+pub fn load_params_file(path: &Path, model: &dyn Model) -> Result<HostParams> {
+    let (tensors, _) = load_safetensors(path)?;
     let mut by_name: BTreeMap<String, NamedTensor> = BTreeMap::new();
     for t in tensors {
-        if let Some(n) = canonical_name(&t.name) {
-            by_name.insert(n, t);
+        let Some(n) = model.canonical_name(&t.name) else {
+            continue;
+        };
+        if let Some(prev) = by_name.get(&n) {
+            bail!(
+                "{}: tensors {} and {} are both {n}; remove one of them",
+                path.display(),
+                prev.name,
+                t.name
+            );
         }
+        by_name.insert(n, t);
     }
     let mut out = Vec::new();
-    for (name, shape) in cfg.param_shapes() {
+    for (name, shape) in model::param_shapes(model)? {
         let t = by_name.remove(&name).ok_or_else(|| {
             anyhow!(
-                "{} has no tensor {name} (or its unprefixed form): the checkpoint does not match config.json",
+                "{} has no tensor {name}: the checkpoint does not match config.json",
                 path.display()
             )
         })?;
@@ -182,10 +77,27 @@ pub fn load_params(dir: &Path, cfg: &GptConfig) -> Result<Vec<(String, Vec<f32>)
         };
         out.push((name, data));
     }
-    if let Some(extra) = by_name.keys().next() {
-        log::warn!("{}: ignoring unexpected tensor {extra}", path.display());
+    for (name, t) in &by_name {
+        log::warn!(
+            "{}: ignoring tensor {} ({name}), which {} does not use",
+            path.display(),
+            t.name,
+            model.architecture()
+        );
     }
     Ok(out)
+}
+
+/// Loads `model`'s parameters from `model.safetensors` in `dir`.
+pub fn load_params(dir: &Path, model: &dyn Model) -> Result<HostParams> {
+    load_params_file(&dir.join(MODEL_FILE), model)
+}
+
+/// The model and its parameters from a checkpoint directory.
+pub fn load_model(dir: &Path) -> Result<(Arc<dyn Model>, HostParams)> {
+    let model = load_model_config(dir)?;
+    let params = load_params(dir, model.as_ref())?;
+    Ok((model, params))
 }
 
 fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTensor> {
@@ -202,13 +114,15 @@ fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTen
 /// Writes `model.safetensors` and `config.json`.
 pub fn save_model(
     dir: &Path,
-    cfg: &GptConfig,
+    model: &dyn Model,
     params: &[(String, Vec<usize>, Vec<f32>)],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     save_safetensors(&dir.join(MODEL_FILE), &named("", params), &meta)?;
-    write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(cfg))
+    let mut json = serde_json::to_vec_pretty(&model.config_json())?;
+    json.push(b'\n');
+    write_atomic(&dir.join(CONFIG_FILE), &json)
 }
 
 /// Writes the AdamW moments.
@@ -249,32 +163,20 @@ pub fn load_optimizer(
     Ok((m, v, t))
 }
 
+/// Writes any serialisable state as JSON, atomically.
+pub fn save_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_json_atomic(path, value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn published_gpt2_names_are_accepted() {
-        assert_eq!(
-            canonical_name("h.0.attn.c_attn.weight").as_deref(),
-            Some("transformer.h.0.attn.c_attn.weight")
-        );
-        assert_eq!(
-            canonical_name("wte.weight").as_deref(),
-            Some("transformer.wte.weight")
-        );
-        assert_eq!(
-            canonical_name("transformer.ln_f.bias").as_deref(),
-            Some("transformer.ln_f.bias")
-        );
-        assert_eq!(canonical_name("lm_head.weight"), None);
-        assert_eq!(canonical_name("h.3.attn.bias"), None);
-        assert_eq!(canonical_name("h.3.attn.masked_bias"), None);
-    }
+    use crate::model::gpt2::{Gpt2, GptConfig};
 
     #[test]
     fn unprefixed_checkpoint_with_tied_head_loads_and_bad_shapes_are_named() {
         let cfg = GptConfig::new(11, 5, 4, 2, 1);
+        let gpt = Gpt2::new(cfg.clone()).unwrap();
         let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -300,17 +202,26 @@ mod tests {
             vec![1.0; 25],
         ));
         save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
-        write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(&cfg)).unwrap();
-        assert_eq!(load_config(&dir).unwrap(), cfg);
-        let loaded = load_params(&dir, &cfg).unwrap();
+        write_json_atomic(&dir.join(CONFIG_FILE), &gpt.config_json()).unwrap();
+        let (m, loaded) = load_model(&dir).unwrap();
+        assert_eq!(m.config_json(), gpt.config_json());
         assert_eq!(loaded, params);
         // A config that does not match the tensors is refused with the name.
-        let wrong = GptConfig::new(11, 5, 6, 2, 1);
+        let wrong = Gpt2::new(GptConfig::new(11, 5, 6, 2, 1)).unwrap();
         let err = load_params(&dir, &wrong).unwrap_err().to_string();
         assert!(
             err.contains("transformer.wte.weight") && err.contains("shape"),
             "{err}"
         );
+        // The same parameter stored under two names is an error, not a guess.
+        ts.push(NamedTensor::f32(
+            "transformer.wte.weight",
+            vec![11, 4],
+            params[0].1.clone(),
+        ));
+        save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
+        let err = format!("{:#}", load_params(&dir, &gpt).unwrap_err());
+        assert!(err.contains("both transformer.wte.weight"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

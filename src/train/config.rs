@@ -10,6 +10,8 @@ use super::optimizer::OptimizerConfig;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
+    /// Architecture: `gpt2`.
+    pub arch: String,
     pub n_layer: usize,
     pub n_head: usize,
     pub n_embd: usize,
@@ -23,6 +25,7 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
+            arch: "gpt2".into(),
             n_layer: 4,
             n_head: 4,
             n_embd: 256,
@@ -115,8 +118,7 @@ impl RunConfig {
                 n_layer: 2,
                 n_head: 4,
                 n_embd: 64,
-                n_positions: None,
-                attention: "auto".into(),
+                ..ModelSection::default()
             };
             c.train.batch = 8;
             c.train.seq = 64;
@@ -131,6 +133,59 @@ impl RunConfig {
         }
         c.optimizer.decay_steps = c.train.steps;
         c
+    }
+
+    /// The presets, smallest first: `tiny` is what `kiln train` uses by
+    /// default on a CPU adapter (2 layers, 4 heads, 64 dims, context 64,
+    /// batch 8, AdamW 3e-3 → 3e-4 over 300 steps, 400 kB of the built-in
+    /// corpus); `small` has 4 layers, 128 dims, context 128, 1000 steps. The
+    /// browser page, `kiln train --preset` and `kiln bench train` share them.
+    pub const PRESETS: [&'static str; 2] = ["tiny", "small"];
+
+    /// A preset by name (see [`RunConfig::PRESETS`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        let mut c = Self::default_for(true);
+        match name {
+            "tiny" => {}
+            "small" => {
+                c.model.n_layer = 4;
+                c.model.n_head = 4;
+                c.model.n_embd = 128;
+                c.train.seq = 128;
+                c.train.steps = 1000;
+                c.optimizer.decay_steps = 1000;
+                c.data.builtin_bytes = 1_000_000;
+            }
+            other => anyhow::bail!(
+                "unknown preset {other:?}; expected one of {}",
+                Self::PRESETS.join(", ")
+            ),
+        }
+        Ok(c)
+    }
+
+    /// The model this configuration describes, for a vocabulary of `vocab`.
+    pub fn build_model(&self, vocab: usize) -> Result<std::sync::Arc<dyn crate::model::Model>> {
+        let m = &self.model;
+        crate::model::for_run(
+            &m.arch,
+            &crate::model::ModelDims {
+                n_layer: m.n_layer,
+                n_head: m.n_head,
+                n_embd: m.n_embd,
+                n_positions: m.n_positions.unwrap_or(self.train.seq),
+                vocab_size: vocab,
+            },
+        )
+    }
+
+    /// The optimizer settings with the decay length defaulting to the run length.
+    pub fn optimizer_for_run(&self) -> OptimizerConfig {
+        let mut o = self.optimizer.clone();
+        if o.decay_steps == 0 {
+            o.decay_steps = self.train.steps;
+        }
+        o
     }
 
     /// The attention implementation `model.attention` asks for on `gpu`.

@@ -1,97 +1,97 @@
 //! One forward and backward pass on one batch, everything read back: the
-//! inspection hook behind `kiln grads` and the parity tests.
+//! inspection hook behind `kiln grads` and the parity tests, for any model.
 
-use anyhow::{ensure, Result};
+use std::collections::BTreeMap;
 
+use anyhow::{anyhow, Result};
+
+use crate::data::Batch;
 use crate::graph::exec::Executor;
 use crate::graph::AttentionImpl;
-use crate::model::gpt::{self, BuildOptions, GptConfig};
-use crate::model::upload_params;
+use crate::model::{self, BuildOptions, Model};
 use crate::runtime::Gpu;
 
 pub struct GradsResult {
-    /// [B, T, V]
-    pub logits: Vec<f32>,
+    /// The total loss Σ weight·term.
     pub loss: f32,
-    /// (name, shape, gradient) for every parameter, in the model's order.
+    /// Every named output of the model (`logits`, …): (shape, values).
+    pub outputs: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// (name, shape, gradient) for every parameter, in declaration order.
     pub grads: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
-/// One forward and backward pass with the default (fused) attention kernels.
-pub async fn grads_pass(
-    gpu: &Gpu,
-    cfg: &GptConfig,
-    params: &[(String, Vec<f32>)],
-    inputs: &[i32],
-    targets: &[i32],
-    batch: usize,
-    seq: usize,
-) -> Result<GradsResult> {
-    grads_pass_with(
-        gpu,
-        cfg,
-        params,
-        inputs,
-        targets,
-        batch,
-        seq,
-        AttentionImpl::default(),
-    )
-    .await
+impl GradsResult {
+    /// A named output's values (`logits`).
+    pub fn output(&self, name: &str) -> Result<&[f32]> {
+        self.outputs
+            .get(name)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| anyhow!("no output {name:?}"))
+    }
 }
 
-/// [`grads_pass`] with a choice of attention kernels.
-#[allow(clippy::too_many_arguments)]
-pub async fn grads_pass_with(
+/// One forward and backward pass of `model` with `params` on `batch`.
+pub async fn grads_pass(
     gpu: &Gpu,
-    cfg: &GptConfig,
+    model: &dyn Model,
     params: &[(String, Vec<f32>)],
-    inputs: &[i32],
-    targets: &[i32],
-    batch: usize,
-    seq: usize,
+    batch: &Batch,
     attention: AttentionImpl,
 ) -> Result<GradsResult> {
-    ensure!(
-        inputs.len() == batch * seq && targets.len() == batch * seq,
-        "inputs and targets must both be [B, T] = [{batch}, {seq}]"
-    );
-    ensure!(
-        inputs
-            .iter()
-            .all(|&t| t >= 0 && (t as usize) < cfg.vocab_size),
-        "inputs hold token ids outside [0, {})",
-        cfg.vocab_size
-    );
-    let shapes = cfg.param_shapes();
-    let p = upload_params(gpu, &shapes, params)?;
-    let built = gpt::build(
-        cfg,
+    let mut batch = batch.clone();
+    model.prepare_batch(&mut batch)?;
+    let shapes = model::param_shapes(model)?;
+    let p = model::upload_params(gpu, &shapes, params)?;
+    let probe = model::build(model, &batch.layout(), &BuildOptions::default())?;
+    let keep: Vec<String> = probe
+        .outputs
+        .tensors
+        .keys()
+        .filter(|k| !probe.outputs.losses.iter().any(|(n, _, _)| n == *k))
+        .cloned()
+        .collect();
+    drop(probe);
+    let built = model::build(
+        model,
+        &batch.layout(),
         &BuildOptions {
-            batch,
-            seq,
             training: true,
-            keep_logits: true,
-            grad_scale: 1.0,
+            keep: keep.clone(),
             attention,
+            ..Default::default()
         },
     )?;
+    let inputs = built.inputs.clone();
+    let outs = built.outputs.clone();
     let exec = Executor::new(gpu, built.graph, &p)?;
-    exec.named("tokens")?.write_i32(gpu, inputs)?;
-    exec.named("targets")?.write_i32(gpu, targets)?;
+    for (name, id) in &inputs {
+        let t = exec.tensor(*id).expect("inputs are allocated");
+        match &batch.tensors[name].data {
+            crate::io::checkpoint::TensorData::F32(v) => t.write_f32(gpu, v)?,
+            crate::io::checkpoint::TensorData::I32(v) => t.write_i32(gpu, v)?,
+        }
+    }
     exec.run();
-    let logits = exec.named("logits")?.read_f32(gpu).await?;
-    let loss = exec.named("loss")?.read_scalar(gpu).await?;
+    let mut loss = 0.0f64;
+    for (_, l, w) in &outs.losses {
+        let t = exec.tensor(*l).expect("losses are kept");
+        loss += *w as f64 * t.read_scalar(gpu).await? as f64;
+    }
+    let mut outputs = BTreeMap::new();
+    for name in keep {
+        let id = outs.tensors[&name];
+        let t = exec.tensor(id).expect("kept outputs are allocated");
+        outputs.insert(name, (t.shape().to_vec(), t.read_f32(gpu).await?));
+    }
     let mut grads = Vec::new();
     for (name, shape) in shapes {
-        let g = exec
-            .param_grad(&name)
-            .ok_or_else(|| anyhow::anyhow!("no gradient for {name}"))?;
-        grads.push((name, shape, g.read_f32(gpu).await?));
+        if let Some(g) = exec.param_grad(&name) {
+            grads.push((name, shape, g.read_f32(gpu).await?));
+        }
     }
     Ok(GradsResult {
-        logits,
-        loss,
+        loss: loss as f32,
+        outputs,
         grads,
     })
 }

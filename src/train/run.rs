@@ -13,13 +13,12 @@ use serde_json::json;
 use super::checkpoint::{self, STATE_FILE};
 use super::config::RunConfig;
 use super::sample::{generate_on_gpu, SampleOptions};
-use super::trainer::{Batch, PendingStats, StepStats, Trainer};
+use super::session::Session;
+use super::trainer::{PendingStats, StepStats, Trainer};
 use crate::data::corpus::{builtin_corpus, load_text};
-use crate::data::loader::TokenDataset;
 use crate::data::tokenizer::{load_tokenizer, tokenizer_by_name, Tokenizer};
 use crate::io::atomic::write_json_atomic;
 use crate::io::metrics::{read_metrics, MetricsLog};
-use crate::model::gpt::GptConfig;
 use crate::plot::{line_chart_png, ChartOptions, HLine, Series, PALETTE};
 use crate::runtime::Gpu;
 
@@ -93,16 +92,6 @@ fn prepare_data(cfg: &RunConfig, out: &Path, resume: bool) -> Result<RunData> {
     Ok(RunData { tokens, tok, floor })
 }
 
-pub fn model_config(cfg: &RunConfig, vocab: usize) -> GptConfig {
-    GptConfig::new(
-        vocab,
-        cfg.model.n_positions.unwrap_or(cfg.train.seq),
-        cfg.model.n_embd,
-        cfg.model.n_head,
-        cfg.model.n_layer,
-    )
-}
-
 struct Progress {
     start: Instant,
     quiet: bool,
@@ -172,39 +161,16 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     crate::io::atomic::write_atomic(&out.join(RUN_CONFIG_FILE), cfg.to_toml().as_bytes())?;
 
     let RunData { tokens, tok, floor } = prepare_data(&cfg, out, resume)?;
-    let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
-    let model = if resume {
-        checkpoint::load_config(out)?
+    let from = if resume {
+        Some(checkpoint::load_model(out)?)
     } else {
-        model_config(&cfg, tok.vocab_size())
-    };
-    ensure!(
-        model.vocab_size >= tok.vocab_size(),
-        "the checkpoint's vocabulary ({}) is smaller than the tokenizer's ({})",
-        model.vocab_size,
-        tok.vocab_size()
-    );
-    let t = &cfg.train;
-    let mut opt_cfg = cfg.optimizer.clone();
-    if opt_cfg.decay_steps == 0 {
-        opt_cfg.decay_steps = t.steps;
-    }
-    let init = if resume {
-        checkpoint::load_params(out, &model)?
-    } else {
-        model.init_params(t.seed)
+        None
     };
     let attention = cfg.attention_for(gpu)?;
-    let mut trainer = Trainer::with_attention(
-        gpu,
-        &model,
-        &opt_cfg,
-        t.batch,
-        t.seq,
-        t.grad_accum,
-        &init,
-        attention,
-    )?;
+    let t = cfg.train.clone();
+    let mut session = Session::language_model(gpu, cfg.clone(), tokens, tok.vocab_size(), from)?;
+    let model = session.model.clone();
+    let n_params: usize = session.trainer.params.values().map(|p| p.numel()).sum();
     let mut state = TrainerState {
         step: 0,
         adamw_t: 0,
@@ -220,8 +186,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             adamw_t == state.adamw_t,
             "optimizer and trainer state disagree on the step"
         );
-        trainer.opt.load_state(gpu, &m, &v, adamw_t)?;
-        trainer.step = state.step;
+        session.trainer.opt.load_state(gpu, &m, &v, adamw_t)?;
+        session.trainer.step = state.step;
         let mut log = MetricsLog::open_append(&out.join(METRICS_FILE))?;
         log.truncate_after_step(state.step)?;
         log
@@ -230,31 +196,27 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     };
     if !opts.quiet {
         println!(
-            "kiln: {} · GPT {} layers, {} heads, {} dims, ctx {}, vocab {} ({:.2}M params, {:?} attention) · {} tokenizer · {} train / {} val tokens{}",
+            "kiln: {} · {} ({:.2}M params, {:?} attention) · {} tokenizer · {}{}",
             gpu.describe(),
-            model.n_layer,
-            model.n_head,
-            model.n_embd,
-            model.n_positions,
-            model.vocab_size,
-            model.num_params() as f64 / 1e6,
+            model.describe(),
+            n_params as f64 / 1e6,
             attention,
             tok.kind(),
-            data.train.len(),
-            data.val.len(),
-            if resume { format!(" · resuming at step {}", state.step) } else { String::new() }
+            session.data.describe(),
+            if resume {
+                format!(" · resuming at step {}", state.step)
+            } else {
+                String::new()
+            }
         );
         if let Some(f) = floor {
             println!("kiln: built-in corpus, entropy floor {f:.4} nats/token");
         }
     }
 
-    let n_val = data.num_val_batches(t.batch, t.seq).min(t.eval_batches);
-    let val_batches: Vec<Batch> = (0..n_val)
-        .map(|i| data.val_batch(i, t.batch, t.seq))
-        .collect::<Result<_>>()?;
+    let val_batches = session.val_batches()?;
     let end = opts.stop_after.map_or(t.steps, |s| s.min(t.steps));
-    let tokens_per_step = (t.batch * t.seq * t.grad_accum) as u64;
+    let tokens_per_step = session.tokens_per_step();
     let progress = Progress {
         start: Instant::now(),
         quiet: opts.quiet,
@@ -267,12 +229,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let mut last_train: Option<f32> = None;
     let mut last_val: Option<f32> = None;
 
-    let report = |p: PendingStats,
-                  trainer: &Trainer,
-                  val: Option<f32>,
-                  metrics: &mut MetricsLog|
-     -> Result<f32> {
-        let s = pollster::block_on(p.get(trainer.gpu()))?;
+    let report = |p: PendingStats, val: Option<f32>, metrics: &mut MetricsLog| -> Result<f32> {
+        let s = pollster::block_on(p.get(gpu))?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let tps = (s.step - start_step) as f64 * tokens_per_step as f64 / secs;
         progress.show(&s, tps, val);
@@ -285,26 +243,23 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
 
     while state.step < end {
         let step = state.step;
-        let micro: Vec<Batch> = (0..t.grad_accum as u64)
-            .map(|i| data.train_batch(t.seed, step * t.grad_accum as u64 + i, t.batch, t.seq))
-            .collect::<Result<_>>()?;
         let last = step + 1 == end;
         let want = last || (step + 1).is_multiple_of(t.log_every.max(1));
-        let p = trainer.train_step(&micro, want)?;
+        let p = session.submit_step(want)?;
         state.step += 1;
         state.tokens_seen += tokens_per_step;
         // Read the previous step's statistics only now, so the GPU already
         // has the next step queued and never waits for the CPU.
         if let Some(prev) = pending.take() {
-            last_train = Some(report(prev, &trainer, None, &mut metrics)?);
+            last_train = Some(report(prev, None, &mut metrics)?);
         }
         pending = p;
         let eval_due = last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));
         if eval_due && !val_batches.is_empty() {
             if let Some(prev) = pending.take() {
-                last_train = Some(report(prev, &trainer, None, &mut metrics)?);
+                last_train = Some(report(prev, None, &mut metrics)?);
             }
-            let v = pollster::block_on(trainer.eval_loss(&val_batches))?;
+            let v = pollster::block_on(session.eval(&val_batches))?;
             last_val = Some(v);
             state.best_val_loss = Some(state.best_val_loss.map_or(v, |b| b.min(v)));
             metrics.log(&json!({ "step": state.step, "val_loss": v }))?;
@@ -313,22 +268,22 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             last || (t.checkpoint_every > 0 && state.step.is_multiple_of(t.checkpoint_every));
         if ckpt_due {
             if let Some(prev) = pending.take() {
-                last_train = Some(report(prev, &trainer, last_val, &mut metrics)?);
+                last_train = Some(report(prev, last_val, &mut metrics)?);
             }
-            state.adamw_t = trainer.opt.t;
-            save_checkpoint(&trainer, &state, out)?;
+            state.adamw_t = session.trainer.opt.t;
+            save_checkpoint(&session.trainer, &state, out)?;
             plot_curve(out, floor)?;
         }
     }
     if let Some(prev) = pending.take() {
-        last_train = Some(report(prev, &trainer, last_val, &mut metrics)?);
+        last_train = Some(report(prev, last_val, &mut metrics)?);
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let run_tokens = (state.step - start_step) * tokens_per_step;
 
-    let sample = if t.sample_tokens > 0 {
-        let prompt = first_line(&tok.decode(&data.val[..data.val.len().min(t.seq / 2)]));
+    let sample = if t.sample_tokens > 0 && model.context_length().is_some() {
+        let prompt = first_line(&tok.decode(&session.prompt_tokens));
         let opts_s = SampleOptions {
             max_new_tokens: t.sample_tokens,
             temperature: 0.8,
@@ -337,8 +292,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         };
         let ids = pollster::block_on(generate_on_gpu(
             gpu,
-            &model,
-            &trainer.params,
+            model.as_ref(),
+            &session.trainer.params,
             &tok.encode(&prompt),
             &opts_s,
         ))?;
@@ -370,7 +325,7 @@ pub fn save_checkpoint(trainer: &Trainer, state: &TrainerState, out: &Path) -> R
     let params = pollster::block_on(crate::model::download(gpu, &trainer.params))?;
     let m = pollster::block_on(crate::model::download(gpu, &trainer.opt.m))?;
     let v = pollster::block_on(crate::model::download(gpu, &trainer.opt.v))?;
-    checkpoint::save_model(out, &trainer.model, &params)?;
+    checkpoint::save_model(out, trainer.model.as_ref(), &params)?;
     checkpoint::save_optimizer(out, &m, &v, state.adamw_t)?;
     write_json_atomic(&out.join(STATE_FILE), state)
 }
@@ -405,7 +360,7 @@ pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
         .collect();
     line_chart_png(
         &out.join(CURVE_FILE),
-        "Kiln GPT training",
+        "Kiln training",
         "step",
         "loss (nats/token)",
         &series,

@@ -1,12 +1,13 @@
-//! Text generation from a GPT: the forward graph at batch 1 over the whole
-//! context window; only the logits row of the last real position is read.
+//! Text generation from a causal language model: the forward graph at batch
+//! 1 over the whole context window; only the logits row of the last real
+//! position is read.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 
+use crate::data::InputSpec;
 use crate::graph::exec::{Executor, TensorMap};
-use crate::model::gpt::{self, BuildOptions, GptConfig};
-use crate::model::upload_params;
-use crate::runtime::Gpu;
+use crate::model::{build, param_shapes, upload_params, BuildOptions, Model};
+use crate::runtime::{DType, Gpu};
 use crate::util::Rng;
 
 #[derive(Clone, Debug)]
@@ -57,20 +58,21 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, rng: &mut Rng) -> u3
 /// parameters; returns the new ones.
 pub async fn generate(
     gpu: &Gpu,
-    cfg: &GptConfig,
+    model: &dyn Model,
     params: &[(String, Vec<f32>)],
     prompt: &[u32],
     o: &SampleOptions,
 ) -> Result<Vec<u32>> {
-    let p = upload_params(gpu, &cfg.param_shapes(), params)?;
-    generate_on_gpu(gpu, cfg, &p, prompt, o).await
+    let p = upload_params(gpu, &param_shapes(model)?, params)?;
+    generate_on_gpu(gpu, model, &p, prompt, o).await
 }
 
 /// [`generate`] from parameters already on the device (e.g. a trainer's,
-/// which the sampling graph only reads): nothing is copied.
+/// which the sampling graph only reads): nothing is copied. The model must
+/// take `input_ids` and give `logits` [1, T, V] over its whole context.
 pub async fn generate_on_gpu(
     gpu: &Gpu,
-    cfg: &GptConfig,
+    model: &dyn Model,
     params: &TensorMap,
     prompt: &[u32],
     o: &SampleOptions,
@@ -79,26 +81,30 @@ pub async fn generate_on_gpu(
         !prompt.is_empty(),
         "sampling needs a prompt of at least one token"
     );
-    ensure!(
-        prompt.iter().all(|&t| (t as usize) < cfg.vocab_size),
-        "the prompt has token ids outside the model's vocabulary ({})",
-        cfg.vocab_size
-    );
-    let t = cfg.n_positions;
-    let built = gpt::build(
-        cfg,
+    let Some(t) = model.context_length() else {
+        bail!("{} does not generate text", model.architecture());
+    };
+    let layout = [InputSpec::new("input_ids", &[1, t], DType::I32)];
+    let built = build(
+        model,
+        &layout,
         &BuildOptions {
-            batch: 1,
-            seq: t,
-            training: false,
-            keep_logits: true,
-            grad_scale: 1.0,
+            keep: vec!["logits".into()],
             ..Default::default()
         },
     )?;
+    let (ids_id, logits_id) = (built.inputs["input_ids"], built.output("logits")?);
+    let v = *built.graph.shape(logits_id).last().unwrap_or(&0);
+    ensure!(
+        prompt.iter().all(|&t| (t as usize) < v),
+        "the prompt has token ids outside the model's vocabulary ({v})"
+    );
     let exec = Executor::new(gpu, built.graph, params)?;
-    let (tokens, logits) = (exec.named("tokens")?, exec.named("logits")?);
-    let v = cfg.vocab_size as u64;
+    let (tokens, logits) = (
+        exec.tensor(ids_id).expect("inputs are allocated").clone(),
+        exec.tensor(logits_id).expect("kept").clone(),
+    );
+    let v = v as u64;
     let mut rng = Rng::new(o.seed);
     let mut ctx: Vec<u32> = prompt.to_vec();
     let mut out = Vec::with_capacity(o.max_new_tokens);

@@ -1,48 +1,69 @@
-//! One GPT training run on the GPU: the training graph, AdamW, and the
-//! per-step command encoding. A whole optimizer step — every micro-batch's
-//! forward and backward, the gradient norm and every update — is one
-//! command encoder and one submit; the only readback is the loss, when the
-//! caller asks for it, through an asynchronous mapping.
+//! One training run on the GPU, for any [`Model`]: the training graph,
+//! AdamW, and the per-step command encoding. A whole optimizer step — every
+//! micro-batch's forward and backward, the gradient norm and every update —
+//! is one command encoder and one submit; the only readback is the loss,
+//! when the caller asks for it, through an asynchronous mapping.
 
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 
+use super::eval::Evaluator;
 use super::optimizer::{AdamW, OptimizerConfig};
+use crate::data::{Batch, InputSpec};
 use crate::graph::exec::{Executor, TensorMap};
-use crate::graph::AttentionImpl;
-use crate::model::gpt::{self, BuildOptions, GptConfig};
+use crate::graph::{AttentionImpl, TensorId};
+use crate::io::checkpoint::TensorData;
+use crate::model::{self, BuildOptions, Model};
 use crate::runtime::readback::PendingRead;
 use crate::runtime::{DType, Gpu, Tensor};
 
-/// A micro-batch: inputs and next-token targets, each [B·T] i32.
-pub type Batch = (Vec<i32>, Vec<i32>);
+/// How the training graph is built.
+#[derive(Clone, Debug)]
+pub struct TrainerOptions {
+    /// Micro-batches per optimizer step (their gradients add up).
+    pub grad_accum: usize,
+    pub attention: AttentionImpl,
+    /// Parameters that are not trained (no gradient, no optimizer state).
+    pub frozen: Vec<String>,
+}
+
+impl Default for TrainerOptions {
+    fn default() -> Self {
+        Self {
+            grad_accum: 1,
+            attention: AttentionImpl::default(),
+            frozen: Vec::new(),
+        }
+    }
+}
 
 pub struct Trainer {
     gpu: Gpu,
-    pub model: GptConfig,
-    pub batch: usize,
-    pub seq: usize,
-    pub grad_accum: usize,
-    /// The attention kernels of the training (and evaluation) graph.
-    pub attention: AttentionImpl,
+    pub model: Arc<dyn Model>,
+    /// The inputs of one micro-batch, as the graph was built for them.
+    pub layout: Vec<InputSpec>,
+    pub options: TrainerOptions,
     pub params: TensorMap,
     exec: Executor,
+    /// Loss terms of the graph and their weights.
+    losses: Vec<(TensorId, f32)>,
     pub opt: AdamW,
-    /// Host-written copies of each micro-batch, copied into the graph's
-    /// input tensors inside the step's encoder.
-    staged: Vec<(Tensor, Tensor)>,
-    /// Loss of each micro-batch, then the gradient Σg², for readback.
+    /// Host-written copies of each micro-batch's inputs, copied into the
+    /// graph's input tensors inside the step's encoder: (staging, graph input).
+    staged: Vec<Vec<(Tensor, Tensor)>>,
+    /// Each micro-batch's loss terms, then the gradient Σg², for readback.
     step_stats: Tensor,
     /// Optimizer steps completed.
     pub step: u64,
-    eval: Option<Arc<Executor>>,
+    eval: Option<Evaluator>,
 }
 
-/// Losses and gradient norm of one step, once read back.
+/// Loss and gradient norm of one step, once read back.
 #[derive(Clone, Debug)]
 pub struct StepStats {
     pub step: u64,
+    /// Mean over micro-batches of Σ weight·term.
     pub loss: f32,
     pub grad_norm: f32,
     pub lr: f32,
@@ -54,96 +75,110 @@ pub struct PendingStats {
     step: u64,
     lr: f32,
     micro: usize,
+    weights: Vec<f32>,
 }
 
 impl PendingStats {
     pub async fn get(self, gpu: &Gpu) -> Result<StepStats> {
         let bytes = self.read.get(gpu).await?;
         let v: &[f32] = bytemuck::cast_slice(&bytes);
-        let loss = v[..self.micro].iter().map(|x| *x as f64).sum::<f64>() / self.micro as f64;
+        let k = self.weights.len();
+        let total = |i: usize| -> f64 {
+            (0..k)
+                .map(|j| self.weights[j] as f64 * v[i * k + j] as f64)
+                .sum()
+        };
+        let loss = (0..self.micro).map(total).sum::<f64>() / self.micro as f64;
         Ok(StepStats {
             step: self.step,
             loss: loss as f32,
-            grad_norm: v[self.micro].max(0.0).sqrt(),
+            grad_norm: v[self.micro * k].max(0.0).sqrt(),
             lr: self.lr,
         })
     }
 }
 
+/// Copies one scalar tensor into `dst` at element `index`.
+fn copy_scalar(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, index: usize) {
+    enc.copy_buffer_to_buffer(
+        src.buffer(),
+        src.offset(),
+        dst.buffer(),
+        dst.offset() + 4 * index as u64,
+        4,
+    );
+}
+
+/// Writes a host tensor into a GPU tensor of the same shape and type.
+fn write_input(gpu: &Gpu, t: &Tensor, data: &TensorData) -> Result<()> {
+    match data {
+        TensorData::F32(v) => t.write_f32(gpu, v),
+        TensorData::I32(v) => t.write_i32(gpu, v),
+    }
+}
+
 impl Trainer {
-    /// Uploads `init` (name, values) as the parameters and builds everything,
-    /// with the default (fused) attention kernels.
+    /// Uploads `init` (name, values) as the parameters and builds the
+    /// training graph of `model` for micro-batches of `layout`.
     pub fn new(
         gpu: &Gpu,
-        model: &GptConfig,
+        model: Arc<dyn Model>,
         opt_cfg: &OptimizerConfig,
-        batch: usize,
-        seq: usize,
-        grad_accum: usize,
+        layout: &[InputSpec],
         init: &[(String, Vec<f32>)],
-    ) -> Result<Self> {
-        Self::with_attention(
-            gpu,
-            model,
-            opt_cfg,
-            batch,
-            seq,
-            grad_accum,
-            init,
-            AttentionImpl::default(),
-        )
-    }
-
-    /// [`Trainer::new`] with a choice of attention kernels.
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_attention(
-        gpu: &Gpu,
-        model: &GptConfig,
-        opt_cfg: &OptimizerConfig,
-        batch: usize,
-        seq: usize,
-        grad_accum: usize,
-        init: &[(String, Vec<f32>)],
-        attention: AttentionImpl,
+        options: &TrainerOptions,
     ) -> Result<Self> {
         ensure!(
-            grad_accum >= 1,
+            options.grad_accum >= 1,
             "gradient accumulation steps must be at least 1"
         );
-        let params = crate::model::upload_params(gpu, &model.param_shapes(), init)?;
-        let built = gpt::build(
-            model,
+        // Batches are name-ordered maps; the layout follows the same order.
+        let mut layout = layout.to_vec();
+        layout.sort_by(|a, b| a.name.cmp(&b.name));
+        let layout = layout.as_slice();
+        let shapes = model::param_shapes(model.as_ref())?;
+        let params = model::upload_params(gpu, &shapes, init)?;
+        let built = model::build(
+            model.as_ref(),
+            layout,
             &BuildOptions {
-                batch,
-                seq,
                 training: true,
-                keep_logits: false,
-                grad_scale: 1.0 / grad_accum as f32,
-                attention,
+                keep: Vec::new(),
+                grad_scale: 1.0 / options.grad_accum as f32,
+                attention: options.attention,
+                frozen: options.frozen.clone(),
             },
         )?;
+        let decay: std::collections::BTreeMap<String, bool> = built
+            .graph
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.decay))
+            .collect();
+        let losses = built.graph.losses.clone();
         let exec =
             Executor::new(gpu, built.graph, &params).context("building the training graph")?;
         let grads = exec.param_grads();
-        let opt = AdamW::new(gpu, opt_cfg, &params, &grads, &GptConfig::decays)?;
-        let staged = (0..grad_accum)
+        let opt = AdamW::new(gpu, opt_cfg, &params, &grads, &|n: &str| {
+            decay.get(n).copied().unwrap_or(false)
+        })?;
+        let staged = (0..options.grad_accum)
             .map(|_| {
-                Ok((
-                    gpu.zeros(&[batch, seq], DType::I32)?,
-                    gpu.zeros(&[batch, seq], DType::I32)?,
-                ))
+                layout
+                    .iter()
+                    .map(|s| Ok((gpu.zeros(&s.shape, s.dtype)?, exec.named(&s.name)?.clone())))
+                    .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let step_stats = gpu.zeros(&[grad_accum + 1], DType::F32)?;
+        let step_stats = gpu.zeros(&[options.grad_accum * losses.len() + 1], DType::F32)?;
         Ok(Self {
             gpu: gpu.clone(),
-            model: model.clone(),
-            batch,
-            seq,
-            grad_accum,
-            attention,
+            model,
+            layout: layout.to_vec(),
+            options: options.clone(),
             params,
             exec,
+            losses,
             opt,
             staged,
             step_stats,
@@ -158,10 +193,21 @@ impl Trainer {
     pub fn executor(&self) -> &Executor {
         &self.exec
     }
+    pub fn grad_accum(&self) -> usize {
+        self.options.grad_accum
+    }
 
     /// Dispatches per optimizer step.
     pub fn dispatches_per_step(&self) -> usize {
-        self.exec.dispatch_count() * self.grad_accum + self.opt.dispatch_count()
+        self.exec.dispatch_count() * self.options.grad_accum + self.opt.dispatch_count()
+    }
+
+    /// The model's checks and conversions, then the layout check.
+    fn prepared(&self, b: &Batch) -> Result<Batch> {
+        let mut b = b.clone();
+        self.model.prepare_batch(&mut b)?;
+        b.check_layout(&self.layout)?;
+        Ok(b)
     }
 
     /// Runs one optimizer step over `grad_accum` micro-batches. Returns the
@@ -187,29 +233,18 @@ impl Trainer {
         after: &mut dyn FnMut(&mut wgpu::CommandEncoder),
     ) -> Result<Option<PendingStats>> {
         ensure!(
-            micro.len() == self.grad_accum,
+            micro.len() == self.options.grad_accum,
             "expected {} micro-batches, got {}",
-            self.grad_accum,
+            self.options.grad_accum,
             micro.len()
         );
-        let n = self.batch * self.seq;
-        for ((x, y), (tx, ty)) in micro.iter().zip(&self.staged) {
-            ensure!(
-                x.len() == n && y.len() == n,
-                "a micro-batch must hold {n} inputs and targets"
-            );
-            let v = self.model.vocab_size as i32;
-            ensure!(
-                x.iter().chain(y.iter()).all(|&t| (0..v).contains(&t)),
-                "token ids must lie in [0, {v}) for this model's vocabulary"
-            );
-            tx.write_i32(&self.gpu, x)?;
-            ty.write_i32(&self.gpu, y)?;
+        for (b, staged) in micro.iter().zip(&self.staged) {
+            let b = self.prepared(b)?;
+            for ((stage, _), t) in staged.iter().zip(b.tensors.values()) {
+                write_input(&self.gpu, stage, &t.data)?;
+            }
         }
         let lr = self.opt.prepare(&self.gpu, self.step)?;
-        let tokens = self.exec.named("tokens")?.clone();
-        let targets = self.exec.named("targets")?.clone();
-        let loss = self.exec.named("loss")?.clone();
         let mut enc = self
             .gpu
             .device()
@@ -218,29 +253,22 @@ impl Trainer {
             });
         before(&mut enc);
         self.exec.encode_zero_grads(&mut enc);
-        for (i, (tx, ty)) in self.staged.iter().enumerate() {
-            enc.copy_buffer_to_buffer(
-                tx.buffer(),
-                tx.offset(),
-                tokens.buffer(),
-                tokens.offset(),
-                tx.bytes(),
-            );
-            enc.copy_buffer_to_buffer(
-                ty.buffer(),
-                ty.offset(),
-                targets.buffer(),
-                targets.offset(),
-                ty.bytes(),
-            );
+        let k = self.losses.len();
+        for (i, staged) in self.staged.iter().enumerate() {
+            for (stage, input) in staged {
+                enc.copy_buffer_to_buffer(
+                    stage.buffer(),
+                    stage.offset(),
+                    input.buffer(),
+                    input.offset(),
+                    stage.bytes(),
+                );
+            }
             self.exec.encode(&mut enc);
-            enc.copy_buffer_to_buffer(
-                loss.buffer(),
-                loss.offset(),
-                self.step_stats.buffer(),
-                self.step_stats.offset() + 4 * i as u64,
-                4,
-            );
+            for (j, (l, _)) in self.losses.iter().enumerate() {
+                let t = self.exec.tensor(*l).expect("losses are kept");
+                copy_scalar(&mut enc, t, &self.step_stats, i * k + j);
+            }
         }
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -249,13 +277,11 @@ impl Trainer {
             });
             self.opt.encode(&mut pass);
         }
-        let s = &self.opt.grad_sumsq;
-        enc.copy_buffer_to_buffer(
-            s.buffer(),
-            s.offset(),
-            self.step_stats.buffer(),
-            self.step_stats.offset() + 4 * self.grad_accum as u64,
-            4,
+        copy_scalar(
+            &mut enc,
+            &self.opt.grad_sumsq,
+            &self.step_stats,
+            self.options.grad_accum * k,
         );
         after(&mut enc);
         let pending =
@@ -268,54 +294,28 @@ impl Trainer {
                 read: p,
                 step: self.step,
                 lr,
-                micro: self.grad_accum,
+                micro: self.options.grad_accum,
+                weights: self.losses.iter().map(|(_, w)| *w).collect(),
             }
         }))
     }
 
-    /// Mean validation loss over `batches` (forward only, same batch shape).
+    /// Mean loss (Σ weight·term) over `batches`, forward only, on a graph
+    /// with no backward pass that reads the trainer's parameters.
     pub async fn eval_loss(&mut self, batches: &[Batch]) -> Result<f32> {
-        ensure!(!batches.is_empty(), "no validation batches");
         if self.eval.is_none() {
-            let built = gpt::build(
-                &self.model,
-                &BuildOptions {
-                    batch: self.batch,
-                    seq: self.seq,
-                    training: false,
-                    keep_logits: false,
-                    grad_scale: 1.0,
-                    attention: self.attention,
-                },
-            )?;
-            self.eval = Some(Arc::new(Executor::new(
+            self.eval = Some(Evaluator::new(
                 &self.gpu,
-                built.graph,
+                self.model.clone(),
+                &self.layout,
                 &self.params,
-            )?));
+                self.options.attention,
+            )?);
         }
-        let ev = self.eval.clone().expect("built above");
-        let losses = self.gpu.zeros(&[batches.len()], DType::F32)?;
-        let (tokens, targets, loss) =
-            (ev.named("tokens")?, ev.named("targets")?, ev.named("loss")?);
-        for (i, (x, y)) in batches.iter().enumerate() {
-            tokens.write_i32(&self.gpu, x)?;
-            targets.write_i32(&self.gpu, y)?;
-            let mut enc = self
-                .gpu
-                .device()
-                .create_command_encoder(&Default::default());
-            ev.encode(&mut enc);
-            enc.copy_buffer_to_buffer(
-                loss.buffer(),
-                loss.offset(),
-                losses.buffer(),
-                4 * i as u64,
-                4,
-            );
-            self.gpu.queue().submit([enc.finish()]);
-        }
-        let v = losses.read_f32(&self.gpu).await?;
-        Ok((v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64) as f32)
+        self.eval
+            .as_ref()
+            .expect("built above")
+            .mean_loss(batches)
+            .await
     }
 }

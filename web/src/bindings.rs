@@ -204,7 +204,7 @@ impl WebTrainer {
     /// Context length of the model (the longest prompt it sees at once).
     #[wasm_bindgen(getter, js_name = contextLength)]
     pub fn context_length(&self) -> u32 {
-        self.inner.borrow().model().n_positions as u32
+        self.inner.borrow().context_length() as u32
     }
 }
 

@@ -1,79 +1,36 @@
-//! A training session that runs the same on native adapters and in the
-//! browser: presets, data, the [`Trainer`] and sampling, with no blocking
-//! call and no file access. The JavaScript class `WebTrainer` wraps it; the
-//! native tests drive it directly to produce the losses the browser must
-//! reproduce.
-//!
-//! Data, initialisation, batches and the learning-rate schedule follow the
-//! CLI run loop (`kiln::train::run::run_training`) exactly, so a session and
-//! `kiln train` with the same [`RunConfig`] see the same losses.
+//! The browser's training session: Kiln's platform-neutral run session
+//! (`kiln::train::Session`, the same one `kiln train` drives) on the
+//! built-in corpus or a pasted text with the byte tokenizer, plus sampling.
+//! No blocking call and no file access. The JavaScript class `WebTrainer`
+//! wraps it; the native tests drive it directly to produce the losses the
+//! browser must reproduce.
 
 use anyhow::{bail, ensure, Result};
 use kiln::data::corpus::builtin_corpus;
-use kiln::data::loader::TokenDataset;
 use kiln::data::tokenizer::{ByteTokenizer, Tokenizer};
-use kiln::model::gpt::GptConfig;
 use kiln::train::sample::{generate_on_gpu, SampleOptions};
-use kiln::train::{Batch, PendingStats, RunConfig, StepStats, Trainer};
+use kiln::train::{PendingStats, RunConfig, StepStats};
 use kiln::Gpu;
 
-/// The model presets the page offers, smallest first.
-pub const PRESETS: [&str; 2] = ["tiny", "small"];
+/// The model presets the page offers, smallest first (`RunConfig::preset`).
+pub const PRESETS: [&str; 2] = RunConfig::PRESETS;
 
 /// Most optimizer steps one [`Session::submit`] call queues; the page asks
 /// for a few at a time so it can redraw between them.
 pub const MAX_STEPS_PER_CALL: u32 = 1000;
 
-/// The run configuration of a preset (always the byte tokenizer):
-///
-/// - `tiny`: what `kiln train` uses by default on a CPU adapter — GPT with 2
-///   layers, 4 heads, 64 dims, context 64, batch 8, AdamW 3e-3 → 3e-4 over
-///   300 steps, on 400 kB of the built-in Markov corpus (≈ 0.1M parameters).
-/// - `small`: 4 layers, 4 heads, 128 dims, context 128, batch 8, 1000 steps
-///   (≈ 0.9M parameters), for a real GPU.
+/// The run configuration of a preset: `kiln::train::RunConfig::preset`.
 pub fn preset(name: &str) -> Result<RunConfig> {
-    let mut c = RunConfig::default_for(true);
-    match name {
-        "tiny" => {}
-        "small" => {
-            c.model.n_layer = 4;
-            c.model.n_head = 4;
-            c.model.n_embd = 128;
-            c.train.seq = 128;
-            c.train.steps = 1000;
-            c.optimizer.decay_steps = 1000;
-            c.data.builtin_bytes = 1_000_000;
-        }
-        other => bail!(
-            "unknown preset {other:?}; expected one of {}",
-            PRESETS.join(", ")
-        ),
-    }
-    Ok(c)
+    RunConfig::preset(name)
 }
 
-/// The model a run configuration describes, as `kiln::train::run::model_config`
-/// builds it (that function is native-only, with the CLI).
-pub fn model_config(cfg: &RunConfig, vocab: usize) -> GptConfig {
-    GptConfig::new(
-        vocab,
-        cfg.model.n_positions.unwrap_or(cfg.train.seq),
-        cfg.model.n_embd,
-        cfg.model.n_head,
-        cfg.model.n_layer,
-    )
-}
-
-/// A GPT being trained on one text.
+/// A model being trained on one text.
 pub struct Session {
-    gpu: Gpu,
     preset: String,
-    cfg: RunConfig,
-    model: GptConfig,
-    data: TokenDataset,
+    tokens: Vec<u32>,
     /// Loss floor (nats/token) of the built-in corpus; `None` for user text.
     floor: Option<f64>,
-    trainer: Trainer,
+    run: kiln::train::Session,
     /// Samples drawn since the last reset (each gets its own seed).
     samples: u64,
 }
@@ -109,8 +66,7 @@ impl Session {
                 (t, Some(f))
             }
         };
-        let tok = ByteTokenizer;
-        let tokens = tok.encode(&text);
+        let tokens = ByteTokenizer.encode(&text);
         let (seq, vf) = (cfg.train.seq, cfg.data.val_fraction);
         // TokenDataset::split's own checks, said in terms of pasted text.
         let fits = |n: usize| {
@@ -128,17 +84,18 @@ impl Session {
                 vf * 100.0
             );
         }
-        let data = TokenDataset::split(tokens, vf)?;
-        let model = model_config(&cfg, tok.vocab_size());
-        let trainer = build_trainer(gpu, &cfg, &model)?;
-        Ok(Self {
-            gpu: gpu.clone(),
-            preset: preset_name.to_string(),
+        let run = kiln::train::Session::language_model(
+            gpu,
             cfg,
-            model,
-            data,
+            tokens.clone(),
+            ByteTokenizer.vocab_size(),
+            None,
+        )?;
+        Ok(Self {
+            preset: preset_name.to_string(),
+            tokens,
             floor,
-            trainer,
+            run,
             samples: 0,
         })
     }
@@ -146,20 +103,15 @@ impl Session {
     /// Starts over from step 0 with freshly initialised parameters (the same
     /// seed, so the run repeats exactly).
     pub fn reset(&mut self) -> Result<()> {
-        self.trainer = build_trainer(&self.gpu, &self.cfg, &self.model)?;
+        self.run = kiln::train::Session::language_model(
+            &self.run.gpu().clone(),
+            self.run.cfg.clone(),
+            self.tokens.clone(),
+            ByteTokenizer.vocab_size(),
+            None,
+        )?;
         self.samples = 0;
         Ok(())
-    }
-
-    /// The micro-batches of optimizer step `step`, as the CLI run loop draws them.
-    pub fn micro_batches(&self, step: u64) -> Result<Vec<Batch>> {
-        let t = &self.cfg.train;
-        (0..t.grad_accum as u64)
-            .map(|i| {
-                self.data
-                    .train_batch(t.seed, step * t.grad_accum as u64 + i, t.batch, t.seq)
-            })
-            .collect()
     }
 
     /// Queues `n` optimizer steps (one submit each) and returns the last
@@ -169,18 +121,13 @@ impl Session {
             (1..=MAX_STEPS_PER_CALL).contains(&n),
             "steps per call must be in 1..={MAX_STEPS_PER_CALL}, got {n}"
         );
-        let mut last = None;
-        for i in 0..n {
-            let micro = self.micro_batches(self.trainer.step)?;
-            last = self.trainer.train_step(&micro, i + 1 == n)?;
-        }
-        Ok(last.expect("the last step asks for its statistics"))
+        self.run.submit(n)
     }
 
     /// Runs `n` optimizer steps and returns the statistics of the last.
     pub async fn steps(&mut self, n: u32) -> Result<StepStats> {
         let pending = self.submit(n)?;
-        pending.get(&self.gpu).await
+        pending.get(self.run.gpu()).await
     }
 
     /// Continues `prompt` by `n_tokens` bytes from the current parameters
@@ -203,59 +150,61 @@ impl Session {
             n_tokens <= 4096,
             "at most 4096 tokens per sample, got {n_tokens}"
         );
-        let tok = ByteTokenizer;
         let opts = SampleOptions {
             max_new_tokens: n_tokens,
             temperature,
             top_k: 40,
-            seed: self.cfg.train.seed.wrapping_add(self.samples),
+            seed: self.run.cfg.train.seed.wrapping_add(self.samples),
         };
         self.samples += 1;
         let ids = generate_on_gpu(
-            &self.gpu,
-            &self.model,
-            &self.trainer.params,
-            &tok.encode(prompt),
+            self.run.gpu(),
+            self.run.model.as_ref(),
+            &self.run.trainer.params,
+            &ByteTokenizer.encode(prompt),
             &opts,
         )
         .await?;
-        Ok(tok.decode(&ids))
+        Ok(ByteTokenizer.decode(&ids))
     }
 
     pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+        self.run.gpu()
     }
     pub fn preset(&self) -> &str {
         &self.preset
     }
     pub fn config(&self) -> &RunConfig {
-        &self.cfg
+        &self.run.cfg
     }
-    pub fn model(&self) -> &GptConfig {
-        &self.model
-    }
-    pub fn data(&self) -> &TokenDataset {
-        &self.data
+    /// The platform-neutral run underneath.
+    pub fn run(&self) -> &kiln::train::Session {
+        &self.run
     }
     /// Optimizer steps completed.
     pub fn step(&self) -> u64 {
-        self.trainer.step
+        self.run.step()
     }
     pub fn tokens_per_step(&self) -> u64 {
-        let t = &self.cfg.train;
-        (t.batch * t.seq * t.grad_accum) as u64
+        self.run.tokens_per_step()
     }
     /// The built-in corpus's entropy rate (the best loss reachable), if used.
     pub fn loss_floor(&self) -> Option<f64> {
         self.floor
+    }
+    /// The longest prompt the model sees at once.
+    pub fn context_length(&self) -> usize {
+        self.run
+            .model
+            .context_length()
+            .unwrap_or(self.run.cfg.train.seq)
     }
 
     /// A prompt from the start of the validation text, as `kiln train` picks
     /// the prompt of its final sample: the first non-empty line of the first
     /// seq/2 tokens, at most 40 characters.
     pub fn default_prompt(&self) -> String {
-        let n = self.data.val.len().min(self.cfg.train.seq / 2);
-        let text = ByteTokenizer.decode(&self.data.val[..n]);
+        let text = ByteTokenizer.decode(&self.run.prompt_tokens);
         let line = text
             .split('\n')
             .find(|l| !l.trim().is_empty())
@@ -270,42 +219,20 @@ impl Session {
 
     /// One line describing the model and data, for the page.
     pub fn describe(&self) -> String {
-        let m = &self.model;
-        let t = &self.cfg.train;
+        let t = &self.run.cfg.train;
+        let params: usize = self.run.trainer.params.values().map(|p| p.numel()).sum();
         format!(
-            "GPT {} layers, {} heads, {} dims, context {}, vocab {} ({:.2}M params) · batch {} × {} · {} on {} train / {} val bytes",
-            m.n_layer,
-            m.n_head,
-            m.n_embd,
-            m.n_positions,
-            m.vocab_size,
-            m.num_params() as f64 / 1e6,
+            "{} ({:.2}M params) · batch {} × {} · {} on {}",
+            self.run.model.describe(),
+            params as f64 / 1e6,
             t.batch,
             t.seq,
-            if self.floor.is_some() { "built-in corpus" } else { "your text" },
-            self.data.train.len(),
-            self.data.val.len()
+            if self.floor.is_some() {
+                "built-in corpus"
+            } else {
+                "your text"
+            },
+            self.run.data.describe(),
         )
     }
-}
-
-/// The trainer exactly as `run_training` builds it for a fresh run.
-fn build_trainer(gpu: &Gpu, cfg: &RunConfig, model: &GptConfig) -> Result<Trainer> {
-    let t = &cfg.train;
-    let mut opt = cfg.optimizer.clone();
-    if opt.decay_steps == 0 {
-        opt.decay_steps = t.steps;
-    }
-    Trainer::with_attention(
-        gpu,
-        model,
-        &opt,
-        t.batch,
-        t.seq,
-        t.grad_accum,
-        &model.init_params(t.seed),
-        // Unfused on CPU adapters (SwiftShader, lavapipe), where it measured
-        // faster; the fused kernels on real GPUs.
-        cfg.attention_for(gpu)?,
-    )
 }

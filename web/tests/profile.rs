@@ -13,9 +13,8 @@ mod common;
 
 use common::*;
 use kiln::graph::exec::Executor;
-use kiln::model::gpt::{build, BuildOptions};
+use kiln::model::{build, BuildOptions};
 use kiln::Gpu;
-use kiln_web::session::model_config;
 use kiln_web::Session;
 
 #[cfg(target_arch = "wasm32")]
@@ -53,19 +52,15 @@ async fn profile_tiny_step(g: Gpu) {
     ));
 
     // The training graph exactly as the trainer builds it (forward + backward).
-    let cfg = s.config();
-    let model = model_config(cfg, 256);
-    let params =
-        kiln::model::upload_params(&g, &model.param_shapes(), &model.init_params(1)).unwrap();
+    let run = s.run();
+    let model = run.model.as_ref();
     let opts = BuildOptions {
-        batch: cfg.train.batch,
-        seq: cfg.train.seq,
         training: true,
-        keep_logits: false,
-        grad_scale: 1.0,
         attention: s.config().attention_for(&g).unwrap(),
+        ..Default::default()
     };
-    let exec = Executor::new(&g, build(&model, &opts).unwrap().graph, &params).unwrap();
+    let built = build(model, &run.data.layout(), &opts).unwrap();
+    let exec = Executor::new(&g, built.graph, &run.trainer.params).unwrap();
     let probe = zeros(&g, &[1]);
     let mut rows: std::collections::BTreeMap<String, (f64, usize)> = Default::default();
     let reps = 2;

@@ -1,0 +1,368 @@
+//! GPT-2, exactly (`GPT2LMHeadModel`): token and learned position
+//! embeddings, pre-LayerNorm blocks with causal multi-head self-attention
+//! scaled by 1/√head_dim and an MLP (`n_inner`, default 4·n_embd, with the
+//! config's activation, tanh-GELU by default), a final LayerNorm, and an LM
+//! head tied to the token embedding (or separate, `tie_word_embeddings:
+//! false`). Parameter names and layouts are Hugging Face's (Conv1D weights
+//! stored [in, out]), so checkpoints load in PyTorch as they are.
+//!
+//! Inputs: `input_ids` [B, T] i32, and for a loss `targets` [B, T] (the next
+//! token at each position, −100 or −1 = not predicted) — or Hugging Face's
+//! `labels`, aligned with `input_ids` and shifted here, as the PyTorch model
+//! does. Outputs: `loss`, `logits` [B, T, V].
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+
+use super::vb::{LayerNorm, Linear, Mlp, Vb};
+use super::{Dims, Model, Outputs};
+use crate::data::{Batch, InputSpec};
+use crate::graph::{Graph, Init, TensorId};
+use crate::io::checkpoint::NamedTensor;
+use crate::ops::Activation;
+use crate::runtime::DType;
+
+/// Targets equal to this (Hugging Face's convention) or −1 are not predicted.
+pub const IGNORE_INDEX: i32 = -100;
+
+/// `transformers.GPT2Config`: the fields Kiln reads and writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    /// Longest sequence (rows of the position table).
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_layer: usize,
+    /// Hidden size of the MLP; `None` means 4·n_embd.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f32,
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl GptConfig {
+    pub fn new(
+        vocab_size: usize,
+        n_positions: usize,
+        n_embd: usize,
+        n_head: usize,
+        n_layer: usize,
+    ) -> Self {
+        Self {
+            vocab_size,
+            n_positions,
+            n_embd,
+            n_head,
+            n_layer,
+            n_inner: None,
+            activation_function: default_act(),
+            layer_norm_epsilon: default_eps(),
+            tie_word_embeddings: true,
+        }
+    }
+
+    /// GPT-2 small (124M parameters).
+    pub fn gpt2_124m() -> Self {
+        Self::new(50257, 1024, 768, 12, 12)
+    }
+
+    /// The MLP's hidden size.
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.vocab_size > 0 && self.n_positions > 0 && self.n_layer > 0 && self.n_embd > 0,
+            "GPT config: vocab_size, n_positions, n_embd and n_layer must be positive \
+             (got {}, {}, {}, {})",
+            self.vocab_size,
+            self.n_positions,
+            self.n_embd,
+            self.n_layer
+        );
+        ensure!(
+            self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
+            "GPT config: n_embd ({}) must be divisible by n_head ({})",
+            self.n_embd,
+            self.n_head
+        );
+        ensure!(self.inner() > 0, "GPT config: n_inner must be positive");
+        ensure!(
+            self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon >= 0.0,
+            "GPT config: layer_norm_epsilon must be finite and ≥ 0"
+        );
+        Activation::from_hf(&self.activation_function)?;
+        Ok(())
+    }
+
+    /// Every parameter's Hugging Face name and shape, in declaration order.
+    pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        super::param_shapes(&Gpt2::new(self.clone()).expect("a valid config"))
+            .expect("GPT-2 declares its parameters")
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+
+    /// GPT-2's initialisation: N(0, 0.02) for weights and embeddings, the
+    /// residual projections scaled by 1/√(2·n_layer), zero biases, unit
+    /// LayerNorm gains. Deterministic in `seed`.
+    pub fn init_params(&self, seed: u64) -> Vec<(String, Vec<f32>)> {
+        super::init_params(&Gpt2::new(self.clone()).expect("a valid config"), seed)
+            .expect("GPT-2 declares its parameters")
+    }
+}
+
+/// Refuses `config.json` switches that change the computation in ways
+/// Kiln's GPT-2 does not implement.
+fn check_unsupported(v: &serde_json::Value) -> Result<()> {
+    let flag = |k: &str, ok: bool| -> Result<()> {
+        if let Some(x) = v.get(k) {
+            if !x.is_null() && x.as_bool() != Some(ok) {
+                bail!("config.json sets {k} = {x}; Kiln's GPT-2 supports only {ok} (the default)");
+            }
+        }
+        Ok(())
+    };
+    flag("scale_attn_weights", true)?;
+    flag("scale_attn_by_inverse_layer_idx", false)?;
+    flag("add_cross_attention", false)?;
+    Ok(())
+}
+
+/// A GPT-2 language model.
+#[derive(Clone, Debug)]
+pub struct Gpt2 {
+    pub cfg: GptConfig,
+}
+
+impl Gpt2 {
+    pub fn new(cfg: GptConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+
+    /// From Hugging Face's `config.json`, honouring every field that changes
+    /// the computation or refusing it with a clear error.
+    pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
+        check_unsupported(v)?;
+        let cfg: GptConfig = serde_json::from_value(v.clone())
+            .map_err(|e| anyhow!("config.json is not a valid GPT-2 config: {e}"))?;
+        Self::new(cfg)
+    }
+}
+
+impl Model for Gpt2 {
+    fn architecture(&self) -> &'static str {
+        "GPT2LMHeadModel"
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        let c = &self.cfg;
+        serde_json::json!({
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": c.vocab_size,
+            "n_positions": c.n_positions,
+            "n_ctx": c.n_positions,
+            "n_embd": c.n_embd,
+            "n_layer": c.n_layer,
+            "n_head": c.n_head,
+            "n_inner": c.n_inner,
+            "activation_function": c.activation_function,
+            "layer_norm_epsilon": c.layer_norm_epsilon,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "tie_word_embeddings": c.tie_word_embeddings,
+            // Kiln's vocabularies have no special tokens unless a GPT-2
+            // tokenizer brings them (`transformers` otherwise assumes 50256).
+            "bos_token_id": null,
+            "eos_token_id": null,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "GPT {} layers, {} heads, {} dims, context {}, vocab {}",
+            c.n_layer, c.n_head, c.n_embd, c.n_positions, c.vocab_size
+        )
+    }
+
+    fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
+        vec![
+            InputSpec::new("input_ids", &[d.batch, d.seq], DType::I32),
+            InputSpec::new("targets", &[d.batch, d.seq], DType::I32),
+        ]
+    }
+
+    fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
+        let c = &self.cfg;
+        let ids = *inputs
+            .get("input_ids")
+            .ok_or_else(|| anyhow!("GPT-2 needs `input_ids` (i32 [B, T])"))?;
+        let s = g.shape(ids).to_vec();
+        ensure!(
+            s.len() == 2 && g.dtype(ids) == DType::I32,
+            "input_ids must be i32 [B, T], is {} {s:?}",
+            g.dtype(ids).name()
+        );
+        ensure!(
+            s[1] <= c.n_positions,
+            "sequence length {} exceeds the model's context n_positions = {}",
+            s[1],
+            c.n_positions
+        );
+        let (e, act) = (c.n_embd, Activation::from_hf(&c.activation_function)?);
+        let eps = c.layer_norm_epsilon;
+        let std = Init::Normal(0.02);
+        let resid = Init::Normal(0.02 / (2.0 * c.n_layer as f32).sqrt());
+        let vb = Vb::root().pp("transformer");
+        // Embeddings take no weight decay (as in the PyTorch reference).
+        let wte = vb
+            .pp("wte")
+            .param_decay(g, "weight", &[c.vocab_size, e], std, false)?;
+        let wpe = vb
+            .pp("wpe")
+            .param_decay(g, "weight", &[c.n_positions, e], std, false)?;
+        let mut x = g.token_position_embedding(ids, wte, wpe)?;
+        for l in 0..c.n_layer {
+            let h = vb.pp("h").pp(l);
+            let ln_1 = LayerNorm::new(g, &h.pp("ln_1"), e, eps)?;
+            let c_attn = Linear::conv1d(g, &h.pp("attn").pp("c_attn"), e, 3 * e, std)?;
+            let c_proj = Linear::conv1d(g, &h.pp("attn").pp("c_proj"), e, e, resid)?;
+            let ln_2 = LayerNorm::new(g, &h.pp("ln_2"), e, eps)?;
+            let mlp = Mlp {
+                up: Linear::conv1d(g, &h.pp("mlp").pp("c_fc"), e, c.inner(), std)?,
+                down: Linear::conv1d(g, &h.pp("mlp").pp("c_proj"), c.inner(), e, resid)?,
+                act,
+            };
+            // x = x + proj(attention(ln_1(x)))
+            let a = ln_1.forward(g, x)?;
+            let qkv = c_attn.forward(g, a)?;
+            let a = g.self_attention(qkv, c.n_head, true)?;
+            let a = c_proj.forward(g, a)?;
+            x = g.add(x, a)?;
+            // x = x + mlp(ln_2(x))
+            let m = ln_2.forward(g, x)?;
+            let m = mlp.forward(g, m)?;
+            x = g.add(x, m)?;
+        }
+        let x = LayerNorm::new(g, &vb.pp("ln_f"), e, eps)?.forward(g, x)?;
+        // LM head: tied to the token embedding (logits = x·wteᵀ), or its own.
+        let head = if c.tie_word_embeddings {
+            wte
+        } else {
+            Vb::root()
+                .pp("lm_head")
+                .param(g, "weight", &[c.vocab_size, e], std)?
+        };
+        let logits = g.linear(x, head, None, true)?;
+        g.rename(logits, "logits");
+        let mut out = Outputs::default();
+        out.tensors.insert("logits".into(), logits);
+        if let Some(&targets) = inputs.get("targets") {
+            ensure!(
+                g.shape(targets) == s.as_slice(),
+                "targets {:?} must have the shape of input_ids {s:?}",
+                g.shape(targets)
+            );
+            let loss = g.cross_entropy(logits, targets, IGNORE_INDEX)?;
+            out.losses.push(("loss".into(), loss, 1.0));
+            out.tensors.insert("loss".into(), loss);
+        }
+        Ok(out)
+    }
+
+    fn prepare_batch(&self, batch: &mut Batch) -> Result<()> {
+        let v = self.cfg.vocab_size as i32;
+        let ids = batch.i32("input_ids")?;
+        let shape = batch
+            .get("input_ids")
+            .map(|t| t.shape.clone())
+            .unwrap_or_default();
+        if let Some((i, bad)) = ids.iter().enumerate().find(|(_, t)| !(0..v).contains(*t)) {
+            bail!(
+                "input_ids[{i}] = {bad} lies outside the vocabulary [0, {v}); \
+                 was the batch made with another tokenizer?"
+            );
+        }
+        if batch.contains("labels") && !batch.contains("targets") {
+            // Hugging Face's GPT2LMHeadModel predicts labels[t + 1] at t.
+            let labels = batch.remove("labels").expect("checked");
+            ensure!(
+                labels.shape == shape,
+                "labels {:?} must have the shape of input_ids {shape:?}",
+                labels.shape
+            );
+            let l = labels.i32_with_shape(&shape)?;
+            let t = shape[1];
+            let shifted: Vec<i32> = (0..l.len())
+                .map(|i| {
+                    if i % t + 1 < t {
+                        l[i + 1]
+                    } else {
+                        IGNORE_INDEX
+                    }
+                })
+                .collect();
+            batch.insert(NamedTensor::i32("targets", shape.clone(), shifted));
+        }
+        if let Ok(t) = batch.i32("targets") {
+            if let Some((i, bad)) = t
+                .iter()
+                .enumerate()
+                .find(|(_, &x)| !((0..v).contains(&x) || x == IGNORE_INDEX || x == -1))
+            {
+                bail!(
+                    "targets[{i}] = {bad} is neither a token id in [0, {v}) nor −100/−1 \
+                     (not predicted)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn context_length(&self) -> Option<usize> {
+        Some(self.cfg.n_positions)
+    }
+
+    fn canonical_name(&self, stored: &str) -> Option<String> {
+        // The published gpt2 weights have no "transformer." prefix; the tied
+        // head and the attention-mask buffers are not parameters.
+        if (stored == "lm_head.weight" && self.cfg.tie_word_embeddings)
+            || stored.ends_with(".attn.bias")
+            || stored.ends_with(".attn.masked_bias")
+        {
+            return None;
+        }
+        if stored.starts_with("transformer.") || stored == "lm_head.weight" {
+            Some(stored.to_string())
+        } else {
+            Some(format!("transformer.{stored}"))
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Evaluation: a forward-only graph over existing parameters — no backward
+//! pass, no gradients, no optimizer state — and the mean loss over batches.
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+
+use crate::data::{Batch, InputSpec};
+use crate::graph::exec::{Executor, TensorMap};
+use crate::graph::{AttentionImpl, TensorId};
+use crate::io::checkpoint::TensorData;
+use crate::model::{self, BuildOptions, Model};
+use crate::runtime::{DType, Gpu};
+
+pub struct Evaluator {
+    gpu: Gpu,
+    model: Arc<dyn Model>,
+    layout: Vec<InputSpec>,
+    exec: Executor,
+    inputs: Vec<(String, TensorId)>,
+    losses: Vec<(TensorId, f32)>,
+}
+
+impl Evaluator {
+    /// The forward graph of `model` for batches of `layout`, reading `params`.
+    pub fn new(
+        gpu: &Gpu,
+        model: Arc<dyn Model>,
+        layout: &[InputSpec],
+        params: &TensorMap,
+        attention: AttentionImpl,
+    ) -> Result<Self> {
+        let mut layout = layout.to_vec();
+        layout.sort_by(|a, b| a.name.cmp(&b.name));
+        let built = model::build(
+            model.as_ref(),
+            &layout,
+            &BuildOptions {
+                attention,
+                ..Default::default()
+            },
+        )?;
+        ensure!(
+            !built.outputs.losses.is_empty(),
+            "{} computes no loss for inputs {:?} (are the labels missing?)",
+            model.architecture(),
+            layout.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+        );
+        let inputs = built.inputs.clone().into_iter().collect();
+        let losses = built
+            .outputs
+            .losses
+            .iter()
+            .map(|(_, l, w)| (*l, *w))
+            .collect();
+        let exec = Executor::new(gpu, built.graph, params)?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            model,
+            layout,
+            exec,
+            inputs,
+            losses,
+        })
+    }
+
+    /// Mean over `batches` of the loss Σ weight·term.
+    pub async fn mean_loss(&self, batches: &[Batch]) -> Result<f32> {
+        ensure!(!batches.is_empty(), "no evaluation batches");
+        let mut prepared = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut b = b.clone();
+            self.model.prepare_batch(&mut b)?;
+            b.check_layout(&self.layout)?;
+            prepared.push(b);
+        }
+        let k = self.losses.len();
+        let results = self.gpu.zeros(&[batches.len() * k], DType::F32)?;
+        for (i, b) in prepared.iter().enumerate() {
+            for (name, id) in &self.inputs {
+                let t = self.exec.tensor(*id).expect("inputs are allocated");
+                match &b.tensors[name].data {
+                    TensorData::F32(v) => t.write_f32(&self.gpu, v)?,
+                    TensorData::I32(v) => t.write_i32(&self.gpu, v)?,
+                }
+            }
+            let mut enc = self
+                .gpu
+                .device()
+                .create_command_encoder(&Default::default());
+            self.exec.encode(&mut enc);
+            for (j, (l, _)) in self.losses.iter().enumerate() {
+                let t = self.exec.tensor(*l).expect("losses are kept");
+                enc.copy_buffer_to_buffer(
+                    t.buffer(),
+                    t.offset(),
+                    results.buffer(),
+                    results.offset() + 4 * (i * k + j) as u64,
+                    4,
+                );
+            }
+            self.gpu.queue().submit([enc.finish()]);
+        }
+        let v = results.read_f32(&self.gpu).await?;
+        let total: f64 = (0..batches.len())
+            .map(|i| {
+                (0..k)
+                    .map(|j| self.losses[j].1 as f64 * v[i * k + j] as f64)
+                    .sum::<f64>()
+            })
+            .sum();
+        Ok((total / batches.len() as f64) as f32)
+    }
+}

@@ -1,0 +1,148 @@
+//! The platform-neutral core of a training run, shared by `kiln train` and
+//! the browser: the run configuration, the model, the data source and the
+//! trainer, and the order in which batches are drawn. Nothing here blocks
+//! or touches files; the CLI adds progress, metrics, checkpoints and charts
+//! around it (`run.rs`), the web crate adds JavaScript bindings.
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+
+use super::config::RunConfig;
+use super::trainer::{PendingStats, StepStats, Trainer, TrainerOptions};
+use crate::data::{Batch, CausalLm, DataSource, TokenDataset};
+use crate::model::{HostParams, Model};
+use crate::runtime::Gpu;
+
+pub struct Session {
+    gpu: Gpu,
+    pub cfg: RunConfig,
+    pub model: Arc<dyn Model>,
+    pub data: Box<dyn DataSource>,
+    pub trainer: Trainer,
+    /// For language models: the start of the validation text (at most half a
+    /// context), which samples continue by default.
+    pub prompt_tokens: Vec<u32>,
+}
+
+impl Session {
+    /// A run of `model` on `data` as `cfg` describes it, starting from `init`.
+    pub fn new(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        model: Arc<dyn Model>,
+        data: Box<dyn DataSource>,
+        init: &HostParams,
+    ) -> Result<Self> {
+        let trainer = Trainer::new(
+            gpu,
+            model.clone(),
+            &cfg.optimizer_for_run(),
+            &data.layout(),
+            init,
+            &TrainerOptions {
+                grad_accum: cfg.train.grad_accum,
+                attention: cfg.attention_for(gpu)?,
+                frozen: Vec::new(),
+            },
+        )?;
+        Ok(Self {
+            gpu: gpu.clone(),
+            cfg,
+            model,
+            data,
+            trainer,
+            prompt_tokens: Vec::new(),
+        })
+    }
+
+    /// A language-model run on a tokenized text of vocabulary `vocab`: the
+    /// tail `cfg.data.val_fraction` is held out for validation; the model is
+    /// the one `cfg` describes, initialised from `cfg.train.seed`, unless
+    /// `from` gives a model and its parameters (resuming, fine-tuning).
+    pub fn language_model(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        tokens: Vec<u32>,
+        vocab: usize,
+        from: Option<(Arc<dyn Model>, HostParams)>,
+    ) -> Result<Self> {
+        let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
+        let (model, init) = match from {
+            Some(m) => m,
+            None => {
+                let m = cfg.build_model(vocab)?;
+                let init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
+                (m, init)
+            }
+        };
+        let t = &cfg.train;
+        let prompt = data.val[..data.val.len().min(t.seq / 2)].to_vec();
+        let source = CausalLm {
+            data,
+            seed: t.seed,
+            batch: t.batch,
+            seq: t.seq,
+        };
+        let mut s = Self::new(gpu, cfg, model, Box::new(source), &init)?;
+        s.prompt_tokens = prompt;
+        Ok(s)
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Optimizer steps completed.
+    pub fn step(&self) -> u64 {
+        self.trainer.step
+    }
+
+    /// The micro-batches of optimizer step `step`: a function of the step
+    /// alone, so a resumed run draws exactly the uninterrupted run's batches.
+    pub fn micro_batches(&self, step: u64) -> Result<Vec<Batch>> {
+        let k = self.cfg.train.grad_accum as u64;
+        (0..k)
+            .map(|i| self.data.train_batch(step * k + i))
+            .collect()
+    }
+
+    /// Queues the next optimizer step; its statistics come back as a pending
+    /// read when `want_stats`.
+    pub fn submit_step(&mut self, want_stats: bool) -> Result<Option<PendingStats>> {
+        let micro = self.micro_batches(self.trainer.step)?;
+        self.trainer.train_step(&micro, want_stats)
+    }
+
+    /// Queues `n` optimizer steps and returns the last one's statistics as a
+    /// pending read. Nothing here waits for the GPU.
+    pub fn submit(&mut self, n: u32) -> Result<PendingStats> {
+        ensure!(n >= 1, "at least one step");
+        let mut last = None;
+        for i in 0..n {
+            last = self.submit_step(i + 1 == n)?;
+        }
+        Ok(last.expect("the last step asks for its statistics"))
+    }
+
+    /// Runs `n` optimizer steps and returns the statistics of the last.
+    pub async fn steps(&mut self, n: u32) -> Result<StepStats> {
+        let pending = self.submit(n)?;
+        pending.get(&self.gpu).await
+    }
+
+    /// Tokens (or examples) per optimizer step.
+    pub fn tokens_per_step(&self) -> u64 {
+        self.data.items_per_batch() * self.cfg.train.grad_accum as u64
+    }
+
+    /// The validation batches the run evaluates on.
+    pub fn val_batches(&self) -> Result<Vec<Batch>> {
+        self.data.val_batches(self.cfg.train.eval_batches)
+    }
+
+    /// Mean validation loss over `batches` (forward only).
+    pub async fn eval(&mut self, batches: &[Batch]) -> Result<f32> {
+        self.trainer.eval_loss(batches).await
+    }
+}
