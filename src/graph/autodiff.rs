@@ -318,6 +318,10 @@ impl Graph {
         }
         self.n_forward_nodes = self.nodes.len();
         self.losses = losses.to_vec();
+        // The caller reads the losses after the step.
+        for &(l, _) in losses {
+            self.keep(l);
+        }
 
         // What depends on a trainable parameter.
         let mut requires = vec![false; self.tensors.len()];

@@ -62,11 +62,12 @@ impl Executor {
         let mut tensors: Vec<Option<Tensor>> = Vec::with_capacity(graph.tensors.len());
         for (i, d) in graph.tensors.iter().enumerate() {
             let t = if let Some(v) = d.view {
-                // Bases come first (a view is created after its base).
-                let base = tensors[v.base.0 as usize]
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("view {} of an unplaced tensor", d.name))?;
-                Some(base.view(v.offset, &d.shape)?)
+                // Bases come first (a view is created after its base); a view
+                // of memory nothing touches is not placed either.
+                match &tensors[v.base.0 as usize] {
+                    Some(base) => Some(base.view(v.offset, &d.shape)?),
+                    None => None,
+                }
             } else {
                 match d.role {
                     Role::Param => {

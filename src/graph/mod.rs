@@ -17,6 +17,8 @@ pub mod exec;
 pub mod op;
 pub mod plan;
 pub mod step;
+#[cfg(test)]
+mod tests;
 
 use anyhow::{bail, ensure, Result};
 

@@ -15,6 +15,7 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod layernorm;
 pub mod matmul;
+pub mod reshape;
 
 pub use activation::Activation;
 pub use attention::AttentionShape;
