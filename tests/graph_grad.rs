@@ -410,7 +410,7 @@ fn check(seed: u64, forced: usize, attention: AttentionImpl) -> String {
         let base = cpu.values[id].clone();
         let fd: Vec<f64> = (0..base.numel())
             .map(|i| {
-                let mut at = |delta: f64| {
+                let at = |delta: f64| {
                     let mut v = cpu.values.clone();
                     v.get_mut(id).unwrap().data[i] = base.data[i] + delta;
                     total_loss(&cpu.g, &mut v).unwrap()
