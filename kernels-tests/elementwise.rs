@@ -59,3 +59,40 @@ fn shape_mismatch_is_a_clear_error() {
     let err = ew::copy(gpu(), &i, &a).unwrap_err().to_string();
     assert!(err.contains("i32"), "{err}");
 }
+
+/// The same kernels in f16 storage (f32 arithmetic), where the adapter has
+/// shader-f16: every result is the f32 result rounded once to f16.
+#[test]
+fn f16_variants_match_the_f32_result_rounded() {
+    if !gpu().features().contains(wgpu::Features::SHADER_F16) {
+        eprintln!("skipped: {} has no shader-f16", gpu().describe());
+        return;
+    }
+    let h =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect() };
+    let read16 = |t: &kiln::Tensor| pollster::block_on(t.read_f16_as_f32(gpu())).unwrap();
+    let mut rng = Rng::new(16);
+    for n in [1, 7, 257, 1001] {
+        let (a, b) = (h(&rand_vec(&mut rng, n)), h(&rand_vec(&mut rng, n)));
+        let ta = gpu().upload_f16(&[n], &a).unwrap();
+        let tb = gpu().upload_f16(&[n], &b).unwrap();
+        let out = gpu().upload_f16(&[n], &vec![f32::NAN; n]).unwrap();
+        run(&ew::add(gpu(), &ta, &tb, &out).unwrap());
+        assert_same_bits("add f16", &read16(&out), &h(&r::add(&a, &b)));
+        run(&ew::scale(gpu(), &ta, -0.37, &out).unwrap());
+        assert_same_bits("scale f16", &read16(&out), &h(&r::scale(&a, -0.37)));
+        run(&ew::copy(gpu(), &ta, &out).unwrap());
+        assert_same_bits("copy f16", &read16(&out), &a);
+        run(&ew::add_inplace(gpu(), &ta, &tb).unwrap());
+        assert_same_bits("add_inplace f16", &read16(&ta), &h(&r::add(&a, &b)));
+        run(&ew::fill(gpu(), &out, 3.25).unwrap());
+        assert!(read16(&out).iter().all(|v| *v == 3.25));
+    }
+    // Mixed element types in one call are refused, naming them.
+    let (x, y) = (
+        upload(&[4], &[1.0; 4]),
+        gpu().upload_f16(&[4], &[1.0; 4]).unwrap(),
+    );
+    let err = ew::copy(gpu(), &x, &y).unwrap_err().to_string();
+    assert!(err.contains("f16") && err.contains("f32"), "{err}");
+}

@@ -71,3 +71,29 @@ fn no_floating_point_atomics() {
         }
     }
 }
+
+/// Shaders written over an element type (`alias elem = f32;`) also parse
+/// and validate in their f16 variant, as the pipeline cache builds it.
+#[test]
+fn f16_variants_validate_with_naga() {
+    let mut n = 0;
+    for (name, _) in shader_files() {
+        let Ok(src) = kiln::shaders::with_elem(
+            &name,
+            kiln::shaders::source(&name).unwrap(),
+            kiln::DType::F16,
+        ) else {
+            continue; // an f32-only shader
+        };
+        n += 1;
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{name} (f16): {}", e.emit_to_string(&src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name} (f16): {}", e.emit_to_string(&src)));
+    }
+    assert!(n >= 1, "no shader is written over an element type");
+}

@@ -1,6 +1,9 @@
-// Elementwise kernels over flat f32 arrays: add, in-place (residual) add,
+// Elementwise kernels over flat arrays: add, in-place (residual) add,
 // scale, copy and fill. One thread per element; the 1-D index is spread over
 // a 2-D grid so tensors beyond 65535 workgroups still fit one dispatch.
+// Written over an element type (f32, or f16 storage with f32 arithmetic).
+
+alias elem = f32;
 
 struct Params {
     n: u32,          // number of elements
@@ -14,13 +17,13 @@ override WG: u32 = 256;
 @group(0) @binding(0) var<uniform> p: Params;
 
 // add / scale / copy: binding 1 = input a, then b (add only), then the output.
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out3: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<elem>;
+@group(0) @binding(2) var<storage, read> b: array<elem>;
+@group(0) @binding(3) var<storage, read_write> out3: array<elem>;
+@group(0) @binding(2) var<storage, read_write> out2: array<elem>;
 // in-place forms and fill: binding 1 is the tensor being modified.
-@group(0) @binding(1) var<storage, read_write> acc: array<f32>;
-@group(0) @binding(2) var<storage, read> addend: array<f32>;
+@group(0) @binding(1) var<storage, read_write> acc: array<elem>;
+@group(0) @binding(2) var<storage, read> addend: array<elem>;
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * nwg.x) * WG + lid;
@@ -31,7 +34,7 @@ fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i < p.n) { out3[i] = a[i] + b[i]; }
+    if (i < p.n) { out3[i] = elem(f32(a[i]) + f32(b[i])); }
 }
 
 // acc += addend (residual connections, gradient accumulation)
@@ -39,7 +42,7 @@ fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
 fn add_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i < p.n) { acc[i] = acc[i] + addend[i]; }
+    if (i < p.n) { acc[i] = elem(f32(acc[i]) + f32(addend[i])); }
 }
 
 // out = a * scalar
@@ -47,7 +50,7 @@ fn add_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i < p.n) { out2[i] = a[i] * p.scalar; }
+    if (i < p.n) { out2[i] = elem(f32(a[i]) * p.scalar); }
 }
 
 // acc *= scalar
@@ -55,7 +58,7 @@ fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 fn scale_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i < p.n) { acc[i] = acc[i] * p.scalar; }
+    if (i < p.n) { acc[i] = elem(f32(acc[i]) * p.scalar); }
 }
 
 // out = a
@@ -71,5 +74,5 @@ fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i < p.n) { acc[i] = p.scalar; }
+    if (i < p.n) { acc[i] = elem(p.scalar); }
 }

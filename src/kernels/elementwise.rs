@@ -1,11 +1,12 @@
 //! Elementwise kernels (`shaders/elementwise.wgsl`): add, in-place add,
-//! scale, copy, fill over f32 tensors of any shape.
+//! scale, copy, fill over tensors of any shape, f32 or f16 (all operands of
+//! one call share the element type; arithmetic is f32).
 
 use anyhow::{ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{check_f32, check_same_shape};
-use crate::runtime::{grid_1d, Arg, Dispatch, Gpu, Kernel, Tensor};
+use super::{check_float, check_same_shape};
+use crate::runtime::{grid_1d, Arg, DType, Dispatch, Gpu, Kernel, Tensor};
 
 const WG: u32 = 256;
 
@@ -36,12 +37,16 @@ fn launch(
     scalar: f32,
     tensors: Vec<Arg<'_>>,
 ) -> Result<Dispatch> {
+    let elem = match &tensors[0] {
+        Arg::Read(t) | Arg::ReadWrite(t) => t.dtype(),
+        Arg::Uniform(_) => DType::F32,
+    };
     let p = params(n, scalar)?;
     let mut args = vec![Arg::Uniform(bytemuck::bytes_of(&p))];
     args.extend(tensors);
     let groups = (n as u32).div_ceil(WG);
     gpu.dispatch(
-        &Kernel::new("elementwise", entry),
+        &Kernel::new("elementwise", entry).elem(elem),
         &args,
         grid_1d(groups, gpu.limits().max_compute_workgroups_per_dimension),
     )
@@ -49,7 +54,7 @@ fn launch(
 
 /// out = a + b
 pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    check_f32("add", &[a, b, out])?;
+    check_float("add", &[a, b, out])?;
     check_same_shape("add", &[a, b, out])?;
     launch(
         gpu,
@@ -62,7 +67,7 @@ pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor, out: &Tensor) -> Result<Dispatch> 
 
 /// acc += addend (a residual connection, or accumulating a gradient).
 pub fn add_inplace(gpu: &Gpu, acc: &Tensor, addend: &Tensor) -> Result<Dispatch> {
-    check_f32("add_inplace", &[acc, addend])?;
+    check_float("add_inplace", &[acc, addend])?;
     check_same_shape("add_inplace", &[acc, addend])?;
     launch(
         gpu,
@@ -75,7 +80,7 @@ pub fn add_inplace(gpu: &Gpu, acc: &Tensor, addend: &Tensor) -> Result<Dispatch>
 
 /// out = a · s
 pub fn scale(gpu: &Gpu, a: &Tensor, s: f32, out: &Tensor) -> Result<Dispatch> {
-    check_f32("scale", &[a, out])?;
+    check_float("scale", &[a, out])?;
     check_same_shape("scale", &[a, out])?;
     launch(
         gpu,
@@ -88,7 +93,7 @@ pub fn scale(gpu: &Gpu, a: &Tensor, s: f32, out: &Tensor) -> Result<Dispatch> {
 
 /// acc ·= s
 pub fn scale_inplace(gpu: &Gpu, acc: &Tensor, s: f32) -> Result<Dispatch> {
-    check_f32("scale_inplace", &[acc])?;
+    check_float("scale_inplace", &[acc])?;
     launch(
         gpu,
         "scale_inplace",
@@ -100,7 +105,7 @@ pub fn scale_inplace(gpu: &Gpu, acc: &Tensor, s: f32) -> Result<Dispatch> {
 
 /// out = a
 pub fn copy(gpu: &Gpu, a: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    check_f32("copy", &[a, out])?;
+    check_float("copy", &[a, out])?;
     check_same_shape("copy", &[a, out])?;
     launch(
         gpu,
@@ -113,6 +118,6 @@ pub fn copy(gpu: &Gpu, a: &Tensor, out: &Tensor) -> Result<Dispatch> {
 
 /// acc = value everywhere
 pub fn fill(gpu: &Gpu, acc: &Tensor, value: f32) -> Result<Dispatch> {
-    check_f32("fill", &[acc])?;
+    check_float("fill", &[acc])?;
     launch(gpu, "fill", acc.numel(), value, vec![Arg::ReadWrite(acc)])
 }

@@ -24,6 +24,21 @@ pub fn check_f32(op: &str, ts: &[&Tensor]) -> Result<()> {
     check_dtype(op, ts, DType::F32)
 }
 
+/// Fails unless every tensor has the same floating-point element type (f32
+/// or f16): the element type of a kernel written over `elem`.
+pub fn check_float(op: &str, ts: &[&Tensor]) -> Result<DType> {
+    let d = ts[0].dtype();
+    if d != DType::F32 && d != DType::F16 {
+        bail!(
+            "{op}: argument 0 is {} {:?}, expected f32 or f16",
+            d.name(),
+            ts[0].shape()
+        );
+    }
+    check_dtype(op, ts, d)?;
+    Ok(d)
+}
+
 pub fn check_dtype(op: &str, ts: &[&Tensor], dtype: DType) -> Result<()> {
     for (i, t) in ts.iter().enumerate() {
         if t.dtype() != dtype {

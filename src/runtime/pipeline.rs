@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Result};
 
 use super::context::Gpu;
-use super::tensor::Tensor;
+use super::tensor::{DType, Tensor};
 
 /// How a kernel sees one binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,13 +41,16 @@ impl Arg<'_> {
     }
 }
 
-/// A kernel entry point and its override constants.
+/// A kernel entry point, its override constants and its element type.
 #[derive(Clone, Debug)]
 pub struct Kernel {
     /// Shader file name in `shaders/`, without extension.
     pub shader: &'static str,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, f64)>,
+    /// The type of the shader's `elem` alias (its floating-point storage):
+    /// f32 unless asked otherwise (see [`crate::shaders::with_elem`]).
+    pub elem: DType,
 }
 
 impl Kernel {
@@ -56,10 +59,16 @@ impl Kernel {
             shader,
             entry,
             constants: Vec::new(),
+            elem: DType::F32,
         }
     }
     pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
         self.constants.push((name, value.into()));
+        self
+    }
+    /// The variant whose `elem` storage type is `elem` (f32 or f16).
+    pub fn elem(mut self, elem: DType) -> Self {
+        self.elem = elem;
         self
     }
 }
@@ -68,13 +77,14 @@ impl Kernel {
 struct PipelineKey {
     shader: &'static str,
     entry: &'static str,
+    elem: DType,
     constants: Vec<(&'static str, u64)>,
     layout: Vec<ArgKind>,
 }
 
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<Vec<ArgKind>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
@@ -176,6 +186,48 @@ fn pad16(bytes: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The one aliasing check for every kernel: WebGPU forbids a dispatch to use
+/// one buffer both as writable storage and through another (read-only)
+/// binding, and a driver would turn that into a validation panic deep in
+/// wgpu. Checked here, by buffer, before anything is created.
+fn check_aliasing(kernel: &Kernel, args: &[Arg<'_>]) -> Result<()> {
+    for (i, a) in args.iter().enumerate() {
+        let Arg::ReadWrite(w) = a else { continue };
+        for (j, b) in args.iter().enumerate() {
+            if let Arg::Read(r) = b {
+                if w.shares_storage(r) {
+                    bail!(
+                        "kernel {}::{}: binding {i} is written and binding {j} is read, and both are the \
+                         same buffer (an in-place call, or two views of one tensor); WebGPU \
+                         forbids that: give the output its own tensor",
+                        kernel.shader,
+                        kernel.entry
+                    );
+                }
+            }
+            if j != i {
+                if let Arg::ReadWrite(w2) = b {
+                    if w.shares_storage(w2) && j > i {
+                        // Two writable bindings of one buffer are allowed by
+                        // WebGPU; only overlapping bytes would race.
+                        let (a0, a1) = (w.offset(), w.offset() + w.bytes());
+                        let (b0, b1) = (w2.offset(), w2.offset() + w2.bytes());
+                        if a0 < b1 && b0 < a1 {
+                            bail!(
+                                "kernel {}::{}: bindings {i} and {j} write overlapping bytes of one buffer; \
+                                 give each output its own tensor",
+                                kernel.shader,
+                                kernel.entry
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Splits `groups` one-dimensional workgroups into an (x, y) grid that stays
 /// under `max_per_dim`. Shaders recover the linear index as
 /// `wg.x + wg.y * num_workgroups.x` and must bounds-check it.
@@ -189,20 +241,27 @@ pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
 }
 
 impl Gpu {
-    fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
+    fn module(&self, shader: &'static str, elem: DType) -> Result<wgpu::ShaderModule> {
         let mut mods = self.inner.pipelines.modules.lock().expect("cache poisoned");
-        if let Some(m) = mods.get(shader) {
+        if let Some(m) = mods.get(&(shader, elem)) {
             return Ok(m.clone());
+        }
+        if elem == DType::F16 && !self.features().contains(wgpu::Features::SHADER_F16) {
+            bail!(
+                "kernel {shader} in f16 needs the shader-f16 feature, which {} lacks; use f32",
+                self.info().name
+            );
         }
         let src = crate::shaders::source(shader)
             .ok_or_else(|| anyhow!("no shader named {shader:?} in shaders/"))?;
+        let src = crate::shaders::with_elem(shader, src, elem)?;
         let m = self
             .device()
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
+                source: wgpu::ShaderSource::Wgsl(src),
             });
-        mods.insert(shader, m.clone());
+        mods.insert((shader, elem), m.clone());
         Ok(m)
     }
 
@@ -238,6 +297,7 @@ impl Gpu {
         let key = PipelineKey {
             shader: kernel.shader,
             entry: kernel.entry,
+            elem: kernel.elem,
             constants: kernel
                 .constants
                 .iter()
@@ -256,7 +316,7 @@ impl Gpu {
         {
             return Ok((p.clone(), bgl));
         }
-        let module = self.module(kernel.shader)?;
+        let module = self.module(kernel.shader, kernel.elem)?;
         let constants: Vec<(&str, f64)> = kernel.constants.to_vec();
         let p = self
             .device()
@@ -316,6 +376,7 @@ impl Gpu {
                 lim.max_storage_buffers_per_shader_stage
             );
         }
+        check_aliasing(kernel, args)?;
         let kinds: Vec<ArgKind> = args.iter().map(Arg::kind).collect();
         let (pipeline, bgl) = self.pipeline(kernel, &kinds)?;
         let mut uniform = None;

@@ -7,7 +7,8 @@ use anyhow::{bail, ensure, Result};
 use super::context::Gpu;
 use super::pool::{round_up, BufferPool, ALIGN};
 
-/// Element types. Kernels compute in f32; f16 is a storage format for later.
+/// Element types. Kernels compute in f32; f16 is a storage format (kernels
+/// written over `elem` have f16 variants, see `crate::shaders::with_elem`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -234,6 +235,29 @@ impl Tensor {
         );
         self.write_bytes(gpu, bytemuck::cast_slice(data))
     }
+    /// Writes f32 values into an f16 tensor (rounded to nearest).
+    pub fn write_f16_from_f32(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
+        ensure!(
+            self.dtype == DType::F16,
+            "write_f16_from_f32 into a {} tensor",
+            self.dtype.name()
+        );
+        let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        self.write_bytes(gpu, bytemuck::cast_slice(&h))
+    }
+    /// Reads an f16 tensor as f32 values (exactly).
+    pub async fn read_f16_as_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        ensure!(
+            self.dtype == DType::F16,
+            "read_f16_as_f32 on a {} tensor",
+            self.dtype.name()
+        );
+        let bytes = self.read_bytes(gpu).await?;
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect())
+    }
     pub fn write_i32(&self, gpu: &Gpu, data: &[i32]) -> Result<()> {
         ensure!(
             self.dtype == DType::I32,
@@ -318,6 +342,18 @@ impl Gpu {
         );
         let t = self.empty(shape, DType::F32)?;
         t.write_f32(self, data)?;
+        Ok(t)
+    }
+    /// An f16 tensor holding `data` rounded to f16.
+    pub fn upload_f16(&self, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        ensure!(
+            numel(shape) == data.len(),
+            "uploading {} values into shape {shape:?} ({} elements)",
+            data.len(),
+            numel(shape)
+        );
+        let t = self.empty(shape, DType::F16)?;
+        t.write_f16_from_f32(self, data)?;
         Ok(t)
     }
     pub fn upload_i32(&self, shape: &[usize], data: &[i32]) -> Result<Tensor> {
