@@ -23,6 +23,7 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod plot;
 pub mod reference;
 pub mod runtime;

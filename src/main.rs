@@ -82,7 +82,7 @@ struct TrainArgs {
     /// Text file or directory of .txt files (default: the built-in corpus).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Output directory for checkpoints, metrics.jsonl and loss.png.
+    /// Output directory for checkpoints, metrics.jsonl and loss.svg.
     #[arg(long, default_value = "runs/gpt")]
     out: PathBuf,
     /// Tokenizer: byte, bpe (trained on the data) or gpt2:<dir with vocab.json and merges.txt>.
@@ -283,7 +283,7 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
             .map_or(String::new(), |f| format!(" (corpus entropy floor {f:.4})")),
     );
     println!(
-        "kiln: checkpoint, metrics.jsonl and loss.png in {}",
+        "kiln: checkpoint, metrics.jsonl and loss.svg in {}",
         s.out.display()
     );
     if !s.sample.is_empty() {

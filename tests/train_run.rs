@@ -116,7 +116,7 @@ fn interrupted_and_resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
         whole.final_val_loss.map(f32::to_bits),
         rest.final_val_loss.map(f32::to_bits)
     );
-    assert!(a.join("loss.png").is_file() && a.join("config.json").is_file());
+    assert!(a.join("loss.svg").is_file() && a.join("config.json").is_file());
     // The checkpoint loads as a GPT-2 config with the run's shape.
     let c = kiln::train::checkpoint::load_model_config(&a)
         .unwrap()

@@ -19,11 +19,11 @@ use crate::data::corpus::{builtin_corpus, load_text};
 use crate::data::tokenizer::{load_tokenizer, tokenizer_by_name, Tokenizer};
 use crate::io::atomic::write_json_atomic;
 use crate::io::metrics::{read_metrics, MetricsLog};
-use crate::plot::{line_chart_png, ChartOptions, HLine, Series, PALETTE};
+use crate::plot::{write_line_chart, ChartOptions, HLine, Series, PALETTE};
 use crate::runtime::Gpu;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const CURVE_FILE: &str = "loss.png";
+pub const CURVE_FILE: &str = "loss.svg";
 pub const RUN_CONFIG_FILE: &str = "run.toml";
 pub const TOKENIZER_DIR: &str = "tokenizer";
 
@@ -330,7 +330,7 @@ pub fn save_checkpoint(trainer: &Trainer, state: &TrainerState, out: &Path) -> R
     write_json_atomic(&out.join(STATE_FILE), state)
 }
 
-/// Draws train and validation loss from `metrics.jsonl` into `loss.png`.
+/// Draws train and validation loss from `metrics.jsonl` into `loss.svg`.
 pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
     let rows = read_metrics(&out.join(METRICS_FILE))?;
     let pick = |key: &str| -> Vec<(f64, f64)> {
@@ -358,7 +358,7 @@ pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
         })
         .into_iter()
         .collect();
-    line_chart_png(
+    write_line_chart(
         &out.join(CURVE_FILE),
         "Kiln training",
         "step",
