@@ -366,3 +366,65 @@ impl Model for Gpt2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::io::atomic::write_json_atomic;
+    use crate::io::checkpoint::{save_safetensors, NamedTensor};
+    use crate::train::checkpoint::{load_model, load_params, CONFIG_FILE, MODEL_FILE};
+
+    #[test]
+    fn published_names_and_tied_head_load_and_bad_shapes_are_named() {
+        let cfg = GptConfig::new(11, 5, 4, 2, 1);
+        let gpt = Gpt2::new(cfg.clone()).unwrap();
+        let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let params = cfg.init_params(3);
+        // Written the way the published gpt2 weights are: no prefix, plus the
+        // tied head and mask buffers.
+        let mut ts: Vec<NamedTensor> = cfg
+            .param_shapes()
+            .iter()
+            .zip(&params)
+            .map(|((n, s), (_, d))| {
+                NamedTensor::f32(n.trim_start_matches("transformer."), s.clone(), d.clone())
+            })
+            .collect();
+        ts.push(NamedTensor::f32(
+            "lm_head.weight",
+            vec![11, 4],
+            params[0].1.clone(),
+        ));
+        ts.push(NamedTensor::f32(
+            "h.0.attn.bias",
+            vec![1, 1, 5, 5],
+            vec![1.0; 25],
+        ));
+        save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
+        write_json_atomic(&dir.join(CONFIG_FILE), &gpt.config_json()).unwrap();
+        let (m, loaded) = load_model(&dir).unwrap();
+        assert_eq!(m.config_json(), gpt.config_json());
+        assert_eq!(loaded, params);
+        // A config that does not match the tensors is refused with the name.
+        let wrong = Gpt2::new(GptConfig::new(11, 5, 6, 2, 1)).unwrap();
+        let err = load_params(&dir, &wrong).unwrap_err().to_string();
+        assert!(
+            err.contains("transformer.wte.weight") && err.contains("shape"),
+            "{err}"
+        );
+        // The same parameter stored under two names is an error, not a guess.
+        ts.push(NamedTensor::f32(
+            "transformer.wte.weight",
+            vec![11, 4],
+            params[0].1.clone(),
+        ));
+        save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
+        let err = format!("{:#}", load_params(&dir, &gpt).unwrap_err());
+        assert!(err.contains("both transformer.wte.weight"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
