@@ -427,4 +427,45 @@ mod tests {
         assert!(err.contains("both transformer.wte.weight"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn config_fields_that_change_the_computation_are_honoured_or_refused() {
+        let base = serde_json::json!({
+            "model_type": "gpt2", "vocab_size": 11, "n_positions": 8, "n_embd": 8,
+            "n_layer": 1, "n_head": 2,
+        });
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            Gpt2::from_config_json(&c)
+        };
+        // n_inner sizes the MLP; null means 4·n_embd.
+        let m = with("n_inner", 12.into()).unwrap();
+        let shapes = crate::model::param_shapes(&m).unwrap();
+        assert!(shapes.contains(&("transformer.h.0.mlp.c_fc.weight".into(), vec![8, 12])));
+        let m = with("n_inner", serde_json::Value::Null).unwrap();
+        let shapes = crate::model::param_shapes(&m).unwrap();
+        assert!(shapes.contains(&("transformer.h.0.mlp.c_fc.weight".into(), vec![8, 32])));
+        // The activation is honoured, or refused by name.
+        assert!(with("activation_function", "gelu".into()).is_ok());
+        let e = with("activation_function", "gelu_fast".into()).unwrap_err();
+        assert!(format!("{e:#}").contains("gelu_fast"), "{e:#}");
+        // An untied head is its own parameter.
+        let m = with("tie_word_embeddings", false.into()).unwrap();
+        let shapes = crate::model::param_shapes(&m).unwrap();
+        assert!(shapes.iter().any(|(n, _)| n == "lm_head.weight"));
+        // Switches Kiln does not implement are refused, not ignored.
+        for (k, v) in [
+            ("scale_attn_weights", false),
+            ("scale_attn_by_inverse_layer_idx", true),
+            ("add_cross_attention", true),
+        ] {
+            let e = with(k, v.into()).unwrap_err();
+            assert!(format!("{e:#}").contains(k), "{e:#}");
+        }
+        assert!(
+            with("n_embd", 7.into()).is_err(),
+            "7 is not divisible by 2 heads"
+        );
+    }
 }

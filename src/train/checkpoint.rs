@@ -162,4 +162,3 @@ pub fn load_optimizer(
     }
     Ok((m, v, t))
 }
-

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Hugging Face reference fixtures for Kiln's parity tests, the llm.c way.
+
+For each case: a random small model of a transformers class, saved with
+`save_pretrained` (config.json + model.safetensors, float32, exactly as a
+user's checkpoint would be), and `reference.safetensors` holding
+
+  batch.<name>     the forward arguments by their Hugging Face names
+  loss             the model's loss on that batch, computed in float64
+  out.<name>       the model's outputs (logits, logits_per_image, ...)
+  grad.<param>     d loss / d param for every parameter in the file
+  losses           the losses before each of STEPS AdamW steps on the batch
+                   (lr, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on
+                   matrices, embeddings excepted as Kiln's models declare)
+
+Everything is computed in float64 from the float32 weights, so the fixture
+measures Kiln's f32 error alone. Run (needs torch, transformers, safetensors):
+
+    python3 scripts/hf_reference.py --out tests/fixtures/hf [--only gpt2_ninner]
+
+The committed fixtures are what CI checks; this script is not run by CI.
+"""
+
+import argparse
+import json
+import os
+
+import torch
+from safetensors.torch import save_file
+
+STEPS = 10
+
+
+def adamw_losses(model, batch, loss_of, decay_names, lr=1e-3):
+    """Losses of STEPS AdamW steps on one batch, as Kiln's trainer takes them
+    (global-norm clipping at 1.0, then AdamW; decay only on decay_names)."""
+    params = dict(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in params.items() if n in decay_names], "weight_decay": 0.1},
+        {"params": [p for n, p in params.items() if n not in decay_names], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    out = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = loss_of(model, batch)
+        out.append(loss.item())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    return out
+
+
+def write_case(out_dir, name, model, batch, loss_of, outputs_of, decay_names, meta=None):
+    d = os.path.join(out_dir, name)
+    os.makedirs(d, exist_ok=True)
+    model = model.float()
+    model.save_pretrained(d, safe_serialization=True)
+    m64 = model.double()
+    m64.train(False)
+    b64 = {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
+    m64.zero_grad()
+    loss = loss_of(m64, b64)
+    loss.backward()
+    tensors = {"loss": loss.detach().reshape(1).float()}
+    for k, v in outputs_of(m64, b64).items():
+        tensors["out." + k] = v.detach().float().contiguous()
+    for k, v in batch.items():
+        tensors["batch." + k] = (v.float() if v.is_floating_point() else v.int()).contiguous()
+    for n, p in m64.named_parameters():
+        if p.grad is not None:
+            tensors["grad." + n] = p.grad.detach().float().contiguous()
+    tensors["losses"] = torch.tensor(adamw_losses(m64, b64, loss_of, decay_names), dtype=torch.float32)
+    info = {"steps": str(STEPS), "lr": "0.001", "weight_decay": "0.1", "grad_clip": "1.0"}
+    info.update({k: str(v) for k, v in (meta or {}).items()})
+    save_file(tensors, os.path.join(d, "reference.safetensors"), metadata=info)
+    print(f"{name}: loss {loss.item():.6f}, {len(tensors)} tensors -> {d}")
+
+
+def gpt2_case(out_dir, name, n_inner, seed):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=37, n_positions=16, n_embd=24, n_layer=2, n_head=3, n_inner=n_inner,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+    )
+    model = GPT2LMHeadModel(cfg)
+    # Non-trivial biases and gains so every path is exercised.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias") or ".ln_" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    b, t = 3, 11
+    ids = torch.randint(0, 37, (b, t))
+    labels = ids.clone()
+    labels[0, 4] = -100
+    labels[2, 7] = -100
+    batch = {"input_ids": ids, "labels": labels}
+
+    def loss_of(m, bt):
+        return m(input_ids=bt["input_ids"], labels=bt["labels"]).loss
+
+    def outputs_of(m, bt):
+        return {"logits": m(input_ids=bt["input_ids"]).logits}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n and "wpe" not in n}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
+CASES = {
+    "gpt2_ninner": lambda out: gpt2_case(out, "gpt2_ninner", 40, 1),
+    "gpt2_default": lambda out: gpt2_case(out, "gpt2_default", None, 2),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--only", nargs="*", default=None)
+    a = ap.parse_args()
+    torch.set_grad_enabled(True)
+    for name, make in CASES.items():
+        if a.only is None or name in a.only:
+            make(a.out)
+
+
+if __name__ == "__main__":
+    main()
