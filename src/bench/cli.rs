@@ -72,8 +72,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_check: bool,
     /// train: model preset, tiny (2 layers, C 64, V 256, T 64, B 8), small
-    /// (4 layers, C 256, V 256, T 256, B 8) or gpt2-124m (12 layers, C 768,
-    /// V 50257, T 1024, B 8).
+    /// (4 layers, C 128, V 256, T 128, B 8) — the presets of `kiln train` and
+    /// the browser page — or gpt2-124m (12 layers, C 768, V 50257, T 1024, B 8).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// train: batch size [default: the preset's].
