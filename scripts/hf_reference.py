@@ -108,9 +108,135 @@ def gpt2_case(out_dir, name, n_inner, seed):
     write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
 
 
+def perturb(model, scale=0.1):
+    """Non-trivial biases and norm parameters, so every path is exercised."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias") or "norm" in n.lower() or "layrnorm" in n:
+                p.add_(scale * torch.randn_like(p))
+
+
+def bert_case(out_dir, name, seed, layers, heads, head_dim, seq, pad):
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    h = heads * head_dim
+    cfg = BertConfig(
+        vocab_size=41, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=2 * h + 3, max_position_embeddings=seq + 4, type_vocab_size=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
+    )
+    model = BertForMaskedLM(cfg)
+    perturb(model)
+    b = 3
+    ids = torch.randint(1, 41, (b, seq))
+    mask = torch.ones(b, seq, dtype=torch.long)
+    for i, p in enumerate(pad):
+        if p:
+            mask[i, seq - p:] = 0
+            ids[i, seq - p:] = 0
+    types = torch.zeros(b, seq, dtype=torch.long)
+    types[:, seq // 2:] = 1
+    labels = torch.full((b, seq), -100)
+    for i in range(b):
+        for j in range(0, seq, 3):
+            if mask[i, j]:
+                labels[i, j] = torch.randint(0, 41, ()).item()
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+
+    def loss_of(m, bt):
+        return m(**bt).loss
+
+    def outputs_of(m, bt):
+        return {"logits": m(**{k: v for k, v in bt.items() if k != "labels"}).logits}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
+def vit_case(out_dir, name, seed, layers, heads, head_dim, image, patch, channels, labels_n):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    h = heads * head_dim
+    cfg = ViTConfig(
+        hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * h + 5,
+        image_size=image, patch_size=patch, num_channels=channels, num_labels=labels_n,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    model = ViTForImageClassification(cfg)
+    perturb(model)
+    with torch.no_grad():
+        model.vit.embeddings.cls_token.normal_(0, 0.5)
+        model.vit.embeddings.position_embeddings.normal_(0, 0.5)
+    b = 3
+    pixels = torch.randn(b, channels, image, image)
+    labels = torch.randint(0, labels_n, (b,))
+    batch = {"pixel_values": pixels, "labels": labels}
+
+    def loss_of(m, bt):
+        return m(**bt).loss
+
+    def outputs_of(m, bt):
+        return {"logits": m(pixel_values=bt["pixel_values"]).logits}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
+def clip_case(out_dir, name, seed, layers, heads, head_dim, seq, image, patch, channels):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    h = heads * head_dim
+    vocab, eos = 29, 28
+    text = dict(
+        vocab_size=vocab, hidden_size=h, intermediate_size=2 * h + 1, num_hidden_layers=layers,
+        num_attention_heads=heads, max_position_embeddings=seq + 2, eos_token_id=eos, bos_token_id=27,
+        pad_token_id=0, hidden_act="quick_gelu",
+    )
+    vision = dict(
+        hidden_size=h + heads, intermediate_size=3 * h, num_hidden_layers=layers, num_attention_heads=heads,
+        image_size=image, patch_size=patch, num_channels=channels, hidden_act="quick_gelu",
+    )
+    cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=h - 1)
+    model = CLIPModel(cfg)
+    perturb(model)
+    with torch.no_grad():
+        model.vision_model.embeddings.class_embedding.normal_(0, 0.5)
+    b = 4
+    ids = torch.randint(1, 27, (b, seq))
+    mask = torch.ones(b, seq, dtype=torch.long)
+    ends = [seq - 1, seq - 3, 2, seq - 2]
+    for i, e in enumerate(ends):
+        ids[i, 0] = 27
+        ids[i, e] = eos
+        ids[i, e + 1:] = 0
+        mask[i, e + 1:] = 0
+    pixels = torch.randn(b, channels, image, image)
+    batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+
+    def loss_of(m, bt):
+        return m(**bt, return_loss=True).loss
+
+    def outputs_of(m, bt):
+        out = m(**bt)
+        return {"logits_per_image": out.logits_per_image, "logits_per_text": out.logits_per_text}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
 CASES = {
     "gpt2_ninner": lambda out: gpt2_case(out, "gpt2_ninner", 40, 1),
     "gpt2_default": lambda out: gpt2_case(out, "gpt2_default", None, 2),
+    # Awkward sizes: odd sequence lengths, padding, head_dim 8-32, 1-3 layers.
+    "bert_small": lambda out: bert_case(out, "bert_small", 3, 2, 2, 8, 9, [0, 3, 1]),
+    "bert_wide": lambda out: bert_case(out, "bert_wide", 4, 1, 1, 32, 7, [2, 0, 0]),
+    "vit_grey": lambda out: vit_case(out, "vit_grey", 5, 2, 2, 8, 12, 4, 1, 10),
+    "vit_rgb": lambda out: vit_case(out, "vit_rgb", 6, 3, 3, 16, 10, 5, 3, 7),
+    "clip_small": lambda out: clip_case(out, "clip_small", 7, 2, 2, 8, 9, 12, 4, 1),
+    "clip_rgb": lambda out: clip_case(out, "clip_rgb", 8, 1, 3, 12, 7, 10, 5, 3),
 }
 
 

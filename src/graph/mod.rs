@@ -303,8 +303,9 @@ impl Graph {
             );
             return Ok(p.id);
         }
+        // A scalar parameter (shape [], as CLIP's logit_scale) holds one value.
         ensure!(
-            !shape.is_empty() && shape.iter().all(|&d| d > 0),
+            shape.iter().all(|&d| d > 0),
             "parameter {name}: every dimension must be at least 1, got {shape:?}"
         );
         let id = self.add_tensor(name, shape, DType::F32, Role::Param);
