@@ -7,6 +7,7 @@
 
 mod common;
 
+mod accuracy;
 mod adamw;
 mod attention;
 mod crossentropy;

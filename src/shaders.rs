@@ -29,6 +29,7 @@ shaders!(
     "embedding",
     "adamw",
     "attention",
+    "accuracy",
 );
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -219,6 +219,18 @@ fn cases() -> Vec<OpCase> {
                 Ok(x)
             },
         },
+        OpCase {
+            name: "accuracy",
+            apply: |d| {
+                // A metric as a loss term: piecewise constant, no gradient.
+                let x = d.pick();
+                let (b, t, c) = (d.b, d.t, d.c);
+                let targets = d.ids(&[b, t], c);
+                let acc = d.g.accuracy(x, targets, -100)?;
+                d.losses.push((acc, 0.3));
+                Ok(x)
+            },
+        },
     ]
 }
 

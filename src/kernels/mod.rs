@@ -3,6 +3,7 @@
 //! [`Dispatch`](crate::runtime::Dispatch) (or several, for multi-pass
 //! kernels) that the caller submits once or records into a step.
 
+pub mod accuracy;
 pub mod adamw;
 pub mod attention;
 pub mod crossentropy;

@@ -8,6 +8,7 @@
 //! kernel serves, list it below and in the graph-level gradient check
 //! (`tests/graph_grad.rs`).
 
+pub mod accuracy;
 pub mod activation;
 pub mod add;
 pub mod attention;
