@@ -8,7 +8,9 @@ use kiln::kernels::accuracy::accuracy;
 use kiln::ops::accuracy::Accuracy;
 
 fn reference(logits: &[f32], rows: usize, v: usize, t: &[i32], ignore: i32) -> f32 {
-    let op = Accuracy { ignore_index: ignore };
+    let op = Accuracy {
+        ignore_index: ignore,
+    };
     let l = HostTensor::from_f32(&[rows, v], logits);
     let tt = HostTensor::from_i32(&[rows], t);
     op.reference(&[&l, &tt]).unwrap()[0].data[0] as f32
@@ -30,7 +32,11 @@ fn accuracy_matches_reference_on_awkward_shapes() {
                 _ => rng.below(v as u64) as i32,
             })
             .collect();
-        let (tl, tt, acc) = (upload(&[rows, v], &logits), upload_i32(&[rows], &targets), poisoned(&[1]));
+        let (tl, tt, acc) = (
+            upload(&[rows, v], &logits),
+            upload_i32(&[rows], &targets),
+            poisoned(&[1]),
+        );
         run_all(&accuracy(gpu(), &tl, &tt, &acc, -100).unwrap());
         let want = reference(&logits, rows, v, &targets, -100);
         assert_eq!(read(&acc)[0], want, "rows {rows} V {v}");
@@ -42,7 +48,11 @@ fn every_target_hit_missed_or_ignored() {
     // Row r has its maximum at r % 3; targets hit rows 0 and 2, miss row 1.
     let logits = [5.0, 1.0, 1.0, 0.0, 2.0, 9.0, 3.0, 3.0, 0.0];
     let (tl, acc) = (upload(&[3, 3], &logits), poisoned(&[1]));
-    for (targets, want) in [([0, 2, 0], 1.0), ([0, 1, 0], 2.0 / 3.0), ([-100, -100, -100], 0.0)] {
+    for (targets, want) in [
+        ([0, 2, 0], 1.0),
+        ([0, 1, 0], 2.0 / 3.0),
+        ([-100, -100, -100], 0.0),
+    ] {
         let tt = upload_i32(&[3], &targets);
         run_all(&accuracy(gpu(), &tl, &tt, &acc, -100).unwrap());
         assert!((read(&acc)[0] - want).abs() < 1e-7, "{targets:?}");

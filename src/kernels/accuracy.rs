@@ -54,12 +54,24 @@ pub fn accuracy(
     let k = |e: &'static str| Kernel::new("accuracy", e).constant("WG", WG).elem(elem);
     let a = gpu.dispatch(
         &k("rows"),
-        &[Arg::Uniform(pb), Arg::Read(targets), Arg::Read(logits), Arg::ReadWrite(&hits)],
+        &[
+            Arg::Uniform(pb),
+            Arg::Read(targets),
+            Arg::Read(logits),
+            Arg::ReadWrite(&hits),
+        ],
         grid_1d(p.rows, gpu.limits().max_compute_workgroups_per_dimension),
     )?;
     let b = gpu.dispatch(
-        &Kernel::new("accuracy", "mean").constant("WG", WG).elem(elem),
-        &[Arg::Uniform(pb), Arg::Read(targets), Arg::Read(&hits), Arg::ReadWrite(acc)],
+        &Kernel::new("accuracy", "mean")
+            .constant("WG", WG)
+            .elem(elem),
+        &[
+            Arg::Uniform(pb),
+            Arg::Read(targets),
+            Arg::Read(&hits),
+            Arg::ReadWrite(acc),
+        ],
         [1, 1, 1],
     )?;
     Ok(vec![a.keep(hits.clone()), b.keep(hits)])

@@ -305,7 +305,7 @@ impl Model for Bert {
             out.losses.push(("loss".into(), loss, 1.0));
             out.tensors.insert("loss".into(), loss);
             let acc = g.accuracy(logits, labels, -100)?;
-            out.tensors.insert("accuracy".into(), acc);
+            out.metrics.push(("accuracy".into(), acc));
         }
         Ok(out)
     }

@@ -40,8 +40,11 @@ pub struct Dims {
 pub struct Outputs {
     /// Loss terms (name, tensor, weight); the training loss is Σ weight·term.
     pub losses: Vec<(String, TensorId, f32)>,
-    /// Named results: `logits`, embeddings, metrics.
+    /// Named results: `logits`, embeddings.
     pub tensors: BTreeMap<String, TensorId>,
+    /// Scalar metrics reported next to the loss (`accuracy`), averaged over
+    /// micro-batches and evaluation batches.
+    pub metrics: Vec<(String, TensorId)>,
 }
 
 /// A model Kiln can build, train, evaluate and save.
@@ -197,6 +200,9 @@ pub fn build(model: &dyn Model, layout: &[InputSpec], o: &BuildOptions) -> Resul
         .with_context(|| format!("building {}", model.architecture()))?;
     for (_, l, _) in &outputs.losses {
         g.keep(*l);
+    }
+    for (_, m) in &outputs.metrics {
+        g.keep(*m);
     }
     for name in &o.keep {
         let id = outputs

@@ -20,7 +20,12 @@ pub struct Accuracy {
 impl Graph {
     /// Accuracy [1] of `logits` against `targets` (rows whose target is
     /// `ignore_index` or out of range are not counted).
-    pub fn accuracy(&mut self, logits: TensorId, targets: TensorId, ignore_index: i32) -> Result<TensorId> {
+    pub fn accuracy(
+        &mut self,
+        logits: TensorId,
+        targets: TensorId,
+        ignore_index: i32,
+    ) -> Result<TensorId> {
         let ls = self.shape(logits).to_vec();
         let v = ls.last().copied().unwrap_or(0);
         ensure!(v > 0, "accuracy: logits {ls:?} need a class dimension");
@@ -70,6 +75,10 @@ impl Op for Accuracy {
             n += 1;
             hit += (arg == t as usize) as usize;
         }
-        Ok(vec![HostTensor::scalar(if n == 0 { 0.0 } else { hit as f64 / n as f64 })])
+        Ok(vec![HostTensor::scalar(if n == 0 {
+            0.0
+        } else {
+            hit as f64 / n as f64
+        })])
     }
 }

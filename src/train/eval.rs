@@ -12,6 +12,22 @@ use crate::io::checkpoint::TensorData;
 use crate::model::{self, BuildOptions, Model};
 use crate::runtime::{DType, Gpu};
 
+/// Mean loss and metrics over evaluation batches.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalStats {
+    pub loss: f32,
+    pub metrics: Vec<(String, f32)>,
+}
+
+impl EvalStats {
+    pub fn metric(&self, name: &str) -> Option<f32> {
+        self.metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
 pub struct Evaluator {
     gpu: Gpu,
     model: Arc<dyn Model>,
@@ -19,6 +35,7 @@ pub struct Evaluator {
     exec: Executor,
     inputs: Vec<(String, TensorId)>,
     losses: Vec<(TensorId, f32)>,
+    metrics: Vec<(String, TensorId)>,
 }
 
 impl Evaluator {
@@ -53,6 +70,7 @@ impl Evaluator {
             .iter()
             .map(|(_, l, w)| (*l, *w))
             .collect();
+        let metrics = built.outputs.metrics.clone();
         let exec = Executor::new(gpu, built.graph, params)?;
         Ok(Self {
             gpu: gpu.clone(),
@@ -61,11 +79,17 @@ impl Evaluator {
             exec,
             inputs,
             losses,
+            metrics,
         })
     }
 
     /// Mean over `batches` of the loss Σ weight·term.
     pub async fn mean_loss(&self, batches: &[Batch]) -> Result<f32> {
+        Ok(self.evaluate(batches).await?.loss)
+    }
+
+    /// Mean over `batches` of the loss Σ weight·term and of every metric.
+    pub async fn evaluate(&self, batches: &[Batch]) -> Result<EvalStats> {
         ensure!(!batches.is_empty(), "no evaluation batches");
         let mut prepared = Vec::with_capacity(batches.len());
         for b in batches {
@@ -75,7 +99,8 @@ impl Evaluator {
             prepared.push(b);
         }
         let k = self.losses.len();
-        let results = self.gpu.zeros(&[batches.len() * k], DType::F32)?;
+        let per = k + self.metrics.len();
+        let results = self.gpu.zeros(&[batches.len() * per], DType::F32)?;
         for (i, b) in prepared.iter().enumerate() {
             for (name, id) in &self.inputs {
                 let t = self.exec.tensor(*id).expect("inputs are allocated");
@@ -89,26 +114,41 @@ impl Evaluator {
                 .device()
                 .create_command_encoder(&Default::default());
             self.exec.encode(&mut enc);
-            for (j, (l, _)) in self.losses.iter().enumerate() {
-                let t = self.exec.tensor(*l).expect("losses are kept");
+            let scalars = self.losses.iter().map(|(l, _)| *l);
+            let scalars = scalars.chain(self.metrics.iter().map(|(_, m)| *m));
+            for (j, id) in scalars.enumerate() {
+                let t = self.exec.tensor(id).expect("losses and metrics are kept");
                 enc.copy_buffer_to_buffer(
                     t.buffer(),
                     t.offset(),
                     results.buffer(),
-                    results.offset() + 4 * (i * k + j) as u64,
+                    results.offset() + 4 * (i * per + j) as u64,
                     4,
                 );
             }
             self.gpu.queue().submit([enc.finish()]);
         }
         let v = results.read_f32(&self.gpu).await?;
+        let n = batches.len() as f64;
         let total: f64 = (0..batches.len())
             .map(|i| {
                 (0..k)
-                    .map(|j| self.losses[j].1 as f64 * v[i * k + j] as f64)
+                    .map(|j| self.losses[j].1 as f64 * v[i * per + j] as f64)
                     .sum::<f64>()
             })
             .sum();
-        Ok((total / batches.len() as f64) as f32)
+        let metrics = self
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(j, (name, _))| {
+                let m: f64 = (0..batches.len()).map(|i| v[i * per + k + j] as f64).sum();
+                (name.clone(), (m / n) as f32)
+            })
+            .collect();
+        Ok(EvalStats {
+            loss: (total / n) as f32,
+            metrics,
+        })
     }
 }

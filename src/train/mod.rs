@@ -14,7 +14,7 @@ pub mod session;
 pub mod trainer;
 
 pub use config::RunConfig;
-pub use eval::Evaluator;
+pub use eval::{EvalStats, Evaluator};
 pub use optimizer::{AdamW, OptimizerConfig};
 pub use session::Session;
 pub use trainer::{PendingStats, StepStats, Trainer, TrainerOptions};

@@ -115,6 +115,11 @@ impl Progress {
         let filled = (done * width as f64).round() as usize;
         let bar: String = "█".repeat(filled.min(width)) + &"·".repeat(width - filled.min(width));
         let val = val.map(|v| format!(" val {v:.4}")).unwrap_or_default();
+        let val = val
+            + &s.metrics
+                .iter()
+                .map(|(n, m)| format!(" {n} {m:.3}"))
+                .collect::<String>();
         let line = format!(
             "[{bar}] step {}/{} loss {:.4}{val} | {:.0} tok/s | lr {:.2e} | eta {:.0}s",
             s.step, self.total, s.loss, tokens_per_s, s.lr, eta
@@ -234,10 +239,14 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let tps = (s.step - start_step) as f64 * tokens_per_step as f64 / secs;
         progress.show(&s, tps, val);
-        metrics.log(&json!({
+        let mut row = json!({
             "step": s.step, "train_loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr,
             "tokens_per_s": tps, "elapsed_s": secs,
-        }))?;
+        });
+        for (name, v) in &s.metrics {
+            row[format!("train_{name}")] = json!(v);
+        }
+        metrics.log(&row)?;
         Ok(s.loss)
     };
 
@@ -259,10 +268,15 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             if let Some(prev) = pending.take() {
                 last_train = Some(report(prev, None, &mut metrics)?);
             }
-            let v = pollster::block_on(session.eval(&val_batches))?;
+            let e = pollster::block_on(session.evaluate(&val_batches))?;
+            let v = e.loss;
             last_val = Some(v);
             state.best_val_loss = Some(state.best_val_loss.map_or(v, |b| b.min(v)));
-            metrics.log(&json!({ "step": state.step, "val_loss": v }))?;
+            let mut row = json!({ "step": state.step, "val_loss": v });
+            for (name, m) in &e.metrics {
+                row[format!("val_{name}")] = json!(m);
+            }
+            metrics.log(&row)?;
         }
         let ckpt_due =
             last || (t.checkpoint_every > 0 && state.step.is_multiple_of(t.checkpoint_every));

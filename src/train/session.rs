@@ -145,4 +145,9 @@ impl Session {
     pub async fn eval(&mut self, batches: &[Batch]) -> Result<f32> {
         self.trainer.eval_loss(batches).await
     }
+
+    /// Mean validation loss and metrics over `batches` (forward only).
+    pub async fn evaluate(&mut self, batches: &[Batch]) -> Result<super::eval::EvalStats> {
+        self.trainer.evaluate(batches).await
+    }
 }

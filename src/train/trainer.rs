@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 
-use super::eval::Evaluator;
+use super::eval::{EvalStats, Evaluator};
 use super::optimizer::{AdamW, OptimizerConfig};
 use crate::data::{Batch, InputSpec};
 use crate::graph::exec::{Executor, TensorMap};
@@ -48,11 +48,13 @@ pub struct Trainer {
     exec: Executor,
     /// Loss terms of the graph and their weights.
     losses: Vec<(TensorId, f32)>,
+    /// Scalar metrics of the graph (reported, not trained).
+    metrics: Vec<(String, TensorId)>,
     pub opt: AdamW,
     /// Host-written copies of each micro-batch's inputs, copied into the
     /// graph's input tensors inside the step's encoder: (staging, graph input).
     staged: Vec<Vec<(Tensor, Tensor)>>,
-    /// Each micro-batch's loss terms, then the gradient Σg², for readback.
+    /// Each micro-batch's loss terms and metrics, then the gradient Σg², for readback.
     step_stats: Tensor,
     /// Optimizer steps completed.
     pub step: u64,
@@ -67,6 +69,8 @@ pub struct StepStats {
     pub loss: f32,
     pub grad_norm: f32,
     pub lr: f32,
+    /// Each metric, averaged over the micro-batches.
+    pub metrics: Vec<(String, f32)>,
 }
 
 /// A step's statistics on their way back from the GPU.
@@ -76,6 +80,7 @@ pub struct PendingStats {
     lr: f32,
     micro: usize,
     weights: Vec<f32>,
+    metric_names: Vec<String>,
 }
 
 impl PendingStats {
@@ -83,17 +88,30 @@ impl PendingStats {
         let bytes = self.read.get(gpu).await?;
         let v: &[f32] = bytemuck::cast_slice(&bytes);
         let k = self.weights.len();
+        let per = k + self.metric_names.len();
         let total = |i: usize| -> f64 {
             (0..k)
-                .map(|j| self.weights[j] as f64 * v[i * k + j] as f64)
+                .map(|j| self.weights[j] as f64 * v[i * per + j] as f64)
                 .sum()
         };
         let loss = (0..self.micro).map(total).sum::<f64>() / self.micro as f64;
+        let metrics = self
+            .metric_names
+            .iter()
+            .enumerate()
+            .map(|(j, n)| {
+                let m = (0..self.micro)
+                    .map(|i| v[i * per + k + j] as f64)
+                    .sum::<f64>();
+                (n.clone(), (m / self.micro as f64) as f32)
+            })
+            .collect();
         Ok(StepStats {
             step: self.step,
             loss: loss as f32,
-            grad_norm: v[self.micro * k].max(0.0).sqrt(),
+            grad_norm: v[self.micro * per].max(0.0).sqrt(),
             lr: self.lr,
+            metrics,
         })
     }
 }
@@ -156,6 +174,7 @@ impl Trainer {
             .map(|p| (p.name.clone(), p.decay))
             .collect();
         let losses = built.graph.losses.clone();
+        let metrics = built.outputs.metrics.clone();
         let exec =
             Executor::new(gpu, built.graph, &params).context("building the training graph")?;
         let grads = exec.param_grads();
@@ -170,7 +189,8 @@ impl Trainer {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let step_stats = gpu.zeros(&[options.grad_accum * losses.len() + 1], DType::F32)?;
+        let per = losses.len() + metrics.len();
+        let step_stats = gpu.zeros(&[options.grad_accum * per + 1], DType::F32)?;
         Ok(Self {
             gpu: gpu.clone(),
             model,
@@ -179,6 +199,7 @@ impl Trainer {
             params,
             exec,
             losses,
+            metrics,
             opt,
             staged,
             step_stats,
@@ -253,7 +274,7 @@ impl Trainer {
             });
         before(&mut enc);
         self.exec.encode_zero_grads(&mut enc);
-        let k = self.losses.len();
+        let per = self.losses.len() + self.metrics.len();
         for (i, staged) in self.staged.iter().enumerate() {
             for (stage, input) in staged {
                 enc.copy_buffer_to_buffer(
@@ -265,9 +286,11 @@ impl Trainer {
                 );
             }
             self.exec.encode(&mut enc);
-            for (j, (l, _)) in self.losses.iter().enumerate() {
-                let t = self.exec.tensor(*l).expect("losses are kept");
-                copy_scalar(&mut enc, t, &self.step_stats, i * k + j);
+            let scalars = self.losses.iter().map(|(l, _)| *l);
+            let scalars = scalars.chain(self.metrics.iter().map(|(_, m)| *m));
+            for (j, id) in scalars.enumerate() {
+                let t = self.exec.tensor(id).expect("losses and metrics are kept");
+                copy_scalar(&mut enc, t, &self.step_stats, i * per + j);
             }
         }
         {
@@ -281,7 +304,7 @@ impl Trainer {
             &mut enc,
             &self.opt.grad_sumsq,
             &self.step_stats,
-            self.options.grad_accum * k,
+            self.options.grad_accum * per,
         );
         after(&mut enc);
         let pending =
@@ -296,6 +319,7 @@ impl Trainer {
                 lr,
                 micro: self.options.grad_accum,
                 weights: self.losses.iter().map(|(_, w)| *w).collect(),
+                metric_names: self.metrics.iter().map(|(n, _)| n.clone()).collect(),
             }
         }))
     }
@@ -303,6 +327,11 @@ impl Trainer {
     /// Mean loss (Σ weight·term) over `batches`, forward only, on a graph
     /// with no backward pass that reads the trainer's parameters.
     pub async fn eval_loss(&mut self, batches: &[Batch]) -> Result<f32> {
+        Ok(self.evaluate(batches).await?.loss)
+    }
+
+    /// [`eval_loss`](Self::eval_loss) with the model's metrics.
+    pub async fn evaluate(&mut self, batches: &[Batch]) -> Result<EvalStats> {
         if self.eval.is_none() {
             self.eval = Some(Evaluator::new(
                 &self.gpu,
@@ -315,7 +344,7 @@ impl Trainer {
         self.eval
             .as_ref()
             .expect("built above")
-            .mean_loss(batches)
+            .evaluate(batches)
             .await
     }
 }
