@@ -7,15 +7,21 @@
 
 mod common;
 
+mod activation;
 mod adamw;
 mod attention;
+mod broadcast;
 mod crossentropy;
+mod dropout;
 mod elementwise;
 mod embedding;
 mod gelu;
 mod heads;
+mod l2norm;
 mod layernorm;
+mod losses;
 mod matmul;
+mod pooling;
 mod reduce;
 mod runtime;
 mod shaders;
