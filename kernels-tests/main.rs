@@ -10,6 +10,7 @@ mod common;
 mod activation;
 mod adamw;
 mod attention;
+mod attention_mask;
 mod broadcast;
 mod crossentropy;
 mod dropout;
