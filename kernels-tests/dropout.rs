@@ -117,3 +117,92 @@ fn dropout_bad_arguments_are_clear_errors() {
         .to_string();
     assert!(err.contains("rng"), "{err}");
 }
+
+/// The op through the graph: the trainer's side of the RNG contract is
+/// played here by writing "kiln.rng" before each run. Two dropout layers
+/// (streams 0 and 1); the forward matches the op's reference, the gradient
+/// is the same masks applied to the output gradient, the same words give
+/// the same bits, a new micro-batch counter new masks.
+#[test]
+fn dropout_op_follows_the_rng_contract_through_the_graph() {
+    use kiln::graph::eval::{evaluate, Values};
+    use kiln::graph::exec::TensorMap;
+    use kiln::graph::{Executor, Graph, GraphOptions, HostTensor, Init};
+    use kiln::ops::dropout::RNG_INPUT;
+
+    let (rows, c, p) = (3, 50, 0.4f32);
+    let mut rng = Rng::new(84);
+    let xv: Vec<f32> = (0..rows * c).map(|i| 1.0 + (i % 5) as f32).collect();
+    let wv = rand_vec(&mut rng, rows * c);
+    let build = || {
+        let mut g = Graph::new(GraphOptions {
+            dropout: true,
+            ..Default::default()
+        });
+        let x = g.param("x", &[rows, c], Init::Zeros).unwrap();
+        let a = g.dropout(x, p).unwrap();
+        let y = g.dropout(a, p).unwrap();
+        g.keep(y);
+        let w = g.input("w", &[rows * c, 1], DType::F32);
+        let flat = g.reshape(y, &[1, rows * c]).unwrap();
+        let s = g.linear(flat, w, None, false).unwrap();
+        let loss = g.reshape(s, &[1]).unwrap();
+        (g, x, y, w, loss)
+    };
+    let run_with = |words: [u32; 4]| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (mut g, x, y, w, loss) = build();
+        // The CPU reference of the same graph, same words.
+        let mut values = Values::new();
+        values.insert(x, HostTensor::from_f32(&[rows, c], &xv));
+        values.insert(w, HostTensor::from_f32(&[rows * c, 1], &wv));
+        let rng_id = g.rng_input();
+        values.insert(
+            rng_id,
+            HostTensor::new(&[4], words.iter().map(|v| *v as f64).collect()).unwrap(),
+        );
+        evaluate(&g, &mut values).unwrap();
+        let want = values[&y].to_f32();
+        g.backward(&[(loss, 1.0)], 1.0).unwrap();
+        let mut params = TensorMap::new();
+        params.insert("x".into(), upload(&[rows, c], &xv));
+        let exec = Executor::new(gpu(), g, &params).unwrap();
+        exec.named("w").unwrap().write_f32(gpu(), &wv).unwrap();
+        exec.named(RNG_INPUT)
+            .unwrap()
+            .write_bytes(gpu(), bytemuck::cast_slice(&words))
+            .unwrap();
+        exec.run();
+        let got = read(exec.tensor(y).unwrap());
+        assert_close("dropout op vs reference", &got, &want, 0.0, 1e-6);
+        (got, read(exec.param_grad("x").unwrap()), want)
+    };
+    let words = [7, 0, 3, 0];
+    let (y, dx, _) = run_with(words);
+    // dL/dx = w ⊙ mask₀ ⊙ mask₁ · scale²: nonzero exactly where y is.
+    let spec = DropoutSpec::new(p).unwrap();
+    for i in 0..rows * c {
+        let want = if y[i] != 0.0 {
+            wv[i] * spec.scale * spec.scale
+        } else {
+            0.0
+        };
+        assert!(
+            (dx[i] - want).abs() <= 1e-6 * want.abs(),
+            "dx[{i}] = {}, want {want}",
+            dx[i]
+        );
+    }
+    let (y2, dx2, _) = run_with(words);
+    assert_same_bits("same words, same masks", &y, &y2);
+    assert_same_bits("same words, same gradient", &dx, &dx2);
+    let (y3, _, _) = run_with([7, 0, 4, 0]);
+    let differ = y
+        .iter()
+        .zip(&y3)
+        .filter(|(a, b)| (**a == 0.0) != (**b == 0.0))
+        .count();
+    assert!(
+        differ > 10,
+        "the next micro-batch must draw new masks ({differ} differ)"
+    );
+}

@@ -148,3 +148,47 @@ impl Op for Dropout {
         Ok(vec![HostTensor::new(&x.shape, y)?])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{Graph, GraphOptions, Init};
+    use crate::runtime::DType;
+
+    fn graph(dropout: bool) -> Graph {
+        Graph::new(GraphOptions {
+            dropout,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn dropout_is_x_itself_in_evaluation_graphs_and_at_p_zero() {
+        let mut g = graph(false);
+        let x = g.param("x", &[2, 3], Init::Zeros).unwrap();
+        assert_eq!(g.dropout(x, 0.5).unwrap(), x);
+        assert!(g.nodes.is_empty() && g.inputs().is_empty());
+        let mut g = graph(true);
+        let x = g.param("x", &[2, 3], Init::Zeros).unwrap();
+        assert_eq!(g.dropout(x, 0.0).unwrap(), x);
+        assert!(g.nodes.is_empty());
+        assert!(g.dropout(x, 1.0).is_err() && g.dropout(x, -0.1).is_err());
+    }
+
+    #[test]
+    fn dropout_nodes_share_one_rng_input_and_get_their_own_streams() {
+        let mut g = graph(true);
+        let x = g.param("x", &[2, 3], Init::Zeros).unwrap();
+        let a = g.dropout(x, 0.1).unwrap();
+        let b = g.dropout(a, 0.2).unwrap();
+        assert_ne!(a, b);
+        let inputs = g.inputs();
+        assert_eq!(inputs.len(), 1);
+        let (name, rng) = &inputs[0];
+        assert_eq!(name, super::RNG_INPUT);
+        assert_eq!((g.shape(*rng), g.dtype(*rng)), (&[4usize][..], DType::U32));
+        assert_eq!(g.rng_input(), *rng);
+        let streams: Vec<String> = g.nodes.iter().map(|n| format!("{:?}", n.op)).collect();
+        assert!(streams[0].contains("stream: 0") && streams[1].contains("stream: 1"));
+        assert!(g.nodes.iter().all(|n| n.inputs[1] == *rng));
+    }
+}
