@@ -85,6 +85,12 @@ fn tol(terms: usize) -> f64 {
 
 #[test]
 fn broadcast_reduce_matches_reference() {
+    check_reduce();
+    // Up to 256 threads per sum (the GPU setting) instead of 8.
+    with_256_row_threads(check_reduce);
+}
+
+fn check_reduce() {
     let mut rng = Rng::new(52);
     let mut cases: Vec<(Vec<usize>, Vec<usize>)> = CASES
         .iter()

@@ -270,6 +270,11 @@ fn reference_checks_with_256_threads_per_row() {
 /// fully padded row (its probabilities all 0), with and without causal.
 #[test]
 fn masked_forward_matches_reference() {
+    check_masked();
+    with_256_row_threads(check_masked);
+}
+
+fn check_masked() {
     use kiln::kernels::softmax::softmax_forward_masked;
     let mut rng = Rng::new(39);
     for (b, h, t) in [(1, 1, 1), (3, 2, 5), (3, 1, 13), (2, 3, 40), (3, 1, 300)] {
@@ -299,6 +304,18 @@ fn masked_forward_matches_reference() {
             )
             .unwrap());
             let y = read(&y);
+            let again = poisoned(&shape);
+            run(&softmax_forward_masked(
+                gpu(),
+                &upload(&shape, &x),
+                &again,
+                scale,
+                causal,
+                &upload_i32(&[b, t], &mask),
+                h,
+            )
+            .unwrap());
+            assert_same_bits("masked softmax", &read(&again), &y);
             let want = r::forward_masked(&x, t, scale, causal, &mask, h);
             let what = format!("masked softmax B={b} H={h} T={t} causal={causal}");
             assert_close(&what, &y, &want, Y_ATOL, 1e-5);
