@@ -8,15 +8,22 @@
 mod common;
 
 mod accuracy;
+mod activation;
 mod adamw;
 mod attention;
+mod attention_mask;
+mod broadcast;
 mod crossentropy;
+mod dropout;
 mod elementwise;
 mod embedding;
 mod gelu;
 mod heads;
+mod l2norm;
 mod layernorm;
+mod losses;
 mod matmul;
+mod pooling;
 mod reduce;
 mod runtime;
 mod shaders;

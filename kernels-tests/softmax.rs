@@ -264,3 +264,88 @@ fn reference_checks_with_256_threads_per_row() {
         forward_and_backward_are_deterministic();
     });
 }
+
+/// Key-padding masks as attention's unfused path uses them: scores
+/// [B·H, T, T], mask [B, T]; padding at the end, a hole in the middle, a
+/// fully padded row (its probabilities all 0), with and without causal.
+#[test]
+fn masked_forward_matches_reference() {
+    check_masked();
+    with_256_row_threads(check_masked);
+}
+
+fn check_masked() {
+    use kiln::kernels::softmax::softmax_forward_masked;
+    let mut rng = Rng::new(39);
+    for (b, h, t) in [(1, 1, 1), (3, 2, 5), (3, 1, 13), (2, 3, 40), (3, 1, 300)] {
+        let mut mask: Vec<i32> = (0..b * t).map(|_| (rng.below(4) != 0) as i32).collect();
+        for j in 0..t {
+            mask[j] = (j < t.div_ceil(2)) as i32; // padding at the end
+            if b > 1 {
+                mask[t + j] = 0; // nothing to attend to
+            }
+            if b > 2 {
+                mask[2 * t + j] = (j != t / 2) as i32 * 3; // a hole; 3 = attend
+            }
+        }
+        let shape = [b * h, t, t];
+        let x = rng.vec_normal(b * h * t * t, 3.0);
+        for causal in [false, true] {
+            let scale = 0.3;
+            let y = poisoned(&shape);
+            run(&softmax_forward_masked(
+                gpu(),
+                &upload(&shape, &x),
+                &y,
+                scale,
+                causal,
+                &upload_i32(&[b, t], &mask),
+                h,
+            )
+            .unwrap());
+            let y = read(&y);
+            let again = poisoned(&shape);
+            run(&softmax_forward_masked(
+                gpu(),
+                &upload(&shape, &x),
+                &again,
+                scale,
+                causal,
+                &upload_i32(&[b, t], &mask),
+                h,
+            )
+            .unwrap());
+            assert_same_bits("masked softmax", &read(&again), &y);
+            let want = r::forward_masked(&x, t, scale, causal, &mask, h);
+            let what = format!("masked softmax B={b} H={h} T={t} causal={causal}");
+            assert_close(&what, &y, &want, Y_ATOL, 1e-5);
+            for (i, w) in want.iter().enumerate() {
+                if *w == 0.0 {
+                    assert_eq!(y[i].to_bits(), 0, "{what}: hidden entry {i} is {}", y[i]);
+                }
+            }
+            // The backward of an all-zero row is all zero.
+            let dx = gpu_backward(&shape, &y, &rng.vec_normal(y.len(), 1.0));
+            if b > 1 {
+                let row = h * t * t; // batch row 1 starts here
+                assert!(
+                    dx[row..2 * row].iter().all(|v| *v == 0.0),
+                    "{what}: padded gradient"
+                );
+            }
+        }
+    }
+    // Shapes that are not [B·H, T, T] over a [B, T] mask are refused.
+    let err = softmax_forward_masked(
+        gpu(),
+        &upload(&[2, 3, 3], &[0.0; 18]),
+        &empty(&[2, 3, 3]),
+        1.0,
+        false,
+        &upload_i32(&[1, 3], &[1; 3]),
+        1,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("key_mask"), "{err}");
+}

@@ -1,5 +1,5 @@
 // Softmax over the last dimension, forward (optionally scaled and causally
-// masked) and backward.
+// masked, or with a key-padding mask too: forward_masked) and backward.
 //
 // A row of n elements is handled by TPR threads (a power of two ≤ WG), so one
 // workgroup holds WG / TPR rows; long rows (a 50257-word vocabulary) are
@@ -11,6 +11,11 @@ struct Params {
     n: u32,        // row length
     scale: f32,    // forward: softmax(scale·x)
     causal: u32,   // forward: 0 = no mask; t > 0 = row r keeps j ≤ r % t
+    heads: u32,    // forward_masked: rows are [B, heads, n, n]; row r reads
+                   // key-mask row r / (heads·n)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 256;   // invocations per workgroup (≤ 256)
@@ -25,6 +30,10 @@ const NEG_BIG: f32 = -3.0e38;
 // forward: x -> y
 @group(0) @binding(1) var<storage, read> f_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f_y: array<f32>;
+
+// forward_masked: x, key mask [B, n] (i32, nonzero = attend) -> y
+@group(0) @binding(2) var<storage, read> m_mask: array<i32>;
+@group(0) @binding(3) var<storage, read_write> m_y: array<f32>;
 
 // backward: y, dy -> dx
 @group(0) @binding(1) var<storage, read> b_y: array<f32>;
@@ -120,6 +129,64 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
             let y = b_y[base + j];
             // select keeps masked entries exactly 0 even if their dy is not finite
             b_dx[base + j] = select(y * (b_dy[base + j] - dot), 0.0, y == 0.0);
+        }
+    }
+}
+
+// forward with a key-padding mask (attention's unfused path): as forward,
+// but entry j of row r is visible only when the causal rule allows it and
+// m_mask[b·n + j] ≠ 0, b = r / (heads·n). Hidden entries are exactly 0; a
+// row that sees no entry at all is all zeros (the fused kernel's o = 0).
+@compute @workgroup_size(WG)
+fn forward_masked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wg, nwg) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let live = row < p.rows;
+    let n = p.n;
+    let base = row * n;
+    let mbase = (row / (p.heads * n)) * n;
+    let head = lid - lane;
+    var valid = n;
+    if (p.causal > 0u) { valid = row % p.causal + 1u; }
+
+    var m = NEG_BIG;
+    var s = 0.0;
+    if (live) {
+        for (var j = lane; j < valid; j = j + TPR) {
+            if (m_mask[mbase + j] == 0) { continue; }
+            let z = p.scale * f_x[base + j];
+            if (z > m) {
+                s = s * exp(m - z) + 1.0;
+                m = z;
+            } else {
+                s = s + exp(z - m);
+            }
+        }
+    }
+    red_m[lid] = m;
+    red_s[lid] = s;
+    workgroupBarrier();
+    for (var k = TPR / 2u; k > 0u; k = k / 2u) {
+        if (lane < k) {
+            let m1 = red_m[lid];
+            let m2 = red_m[lid + k];
+            let mm = max(m1, m2);
+            red_s[lid] = red_s[lid] * exp(m1 - mm) + red_s[lid + k] * exp(m2 - mm);
+            red_m[lid] = mm;
+        }
+        workgroupBarrier();
+    }
+    let row_max = red_m[head];
+    let row_sum = red_s[head];
+
+    if (live) {
+        for (var j = lane; j < n; j = j + TPR) {
+            var v = 0.0;
+            if (j < valid && m_mask[mbase + j] != 0 && row_sum > 0.0) {
+                v = exp(p.scale * f_x[base + j] - row_max) / row_sum;
+            }
+            m_y[base + j] = v;
         }
     }
 }

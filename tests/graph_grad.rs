@@ -4,7 +4,9 @@
 //! (every node through its op's reference). Every op of the set appears in
 //! at least one graph; graphs mix fan-out (one tensor used several times),
 //! tied parameters, several weighted losses and inputs that need no
-//! gradient, in both attention lowerings.
+//! gradient, in both attention lowerings (with and without key-padding
+//! masks), with dropout active (its mask a function of the "kiln.rng"
+//! input, which the check writes).
 //!
 //! Tolerances: the GPU computes in f32, the reference in f64; finite
 //! differences use h = 1e-4 on values of order 1. A gradient element passes
@@ -93,6 +95,41 @@ impl Draw {
     fn bool(&mut self) -> bool {
         self.rng.below(2) == 1
     }
+
+    /// A key-padding mask [B, T]: each key kept with probability 3/4 (at
+    /// least one per batch row), and, with two batch rows, sometimes a row
+    /// with no key at all.
+    fn mask(&mut self) -> TensorId {
+        let (b, t) = (self.b, self.t);
+        let mut m: Vec<f64> = (0..b * t)
+            .map(|_| (self.rng.below(4) != 0) as i32 as f64)
+            .collect();
+        for row in m.chunks_mut(t) {
+            if row.iter().all(|v| *v == 0.0) {
+                row[self.rng.below(t as u64) as usize] = 1.0;
+            }
+        }
+        if b > 1 && self.rng.below(2) == 0 {
+            let row = self.rng.below(b as u64) as usize;
+            m[row * t..(row + 1) * t].iter_mut().for_each(|v| *v = 0.0);
+        }
+        self.input(&[b, t], DType::I32, m)
+    }
+
+    /// The graph's RNG input with random words (see `kiln::ops::dropout`).
+    fn rng_input(&mut self) -> TensorId {
+        let id = self.g.rng_input();
+        let words = (0..4).map(|_| self.rng.next_u32() as f64).collect();
+        self.values
+            .insert(id, HostTensor::new(&[4], words).unwrap());
+        id
+    }
+}
+
+/// An activation case.
+fn act(d: &mut Draw, kind: Activation) -> Result<TensorId> {
+    let x = d.pick();
+    Ok(d.g.activation(x, kind))
 }
 
 /// One op of the set in context: appends nodes to the draw and returns a
@@ -205,6 +242,191 @@ fn cases() -> Vec<OpCase> {
             },
         },
         OpCase {
+            name: "quick_gelu",
+            apply: |d| act(d, Activation::QuickGelu),
+        },
+        OpCase {
+            name: "relu",
+            apply: |d| act(d, Activation::Relu),
+        },
+        OpCase {
+            name: "tanh",
+            apply: |d| act(d, Activation::Tanh),
+        },
+        OpCase {
+            name: "sigmoid",
+            apply: |d| act(d, Activation::Sigmoid),
+        },
+        OpCase {
+            name: "exp",
+            apply: |d| act(d, Activation::Exp),
+        },
+        OpCase {
+            name: "exp_clamped_temperature",
+            apply: |d| {
+                // CLIP: logits · min(exp(logit_scale), max), a [1] parameter
+                // broadcast over everything; the bound sometimes applies.
+                let x = d.pick();
+                let s = d.param(&[1], 1.0);
+                let e = d.g.exp(s, Some(1.5))?;
+                d.g.mul(x, e)
+            },
+        },
+        OpCase {
+            name: "add_bias",
+            apply: |d| {
+                let x = d.pick();
+                let c = d.c;
+                let b = d.param(&[c], 1.0);
+                d.g.add(x, b)
+            },
+        },
+        OpCase {
+            name: "add_bias_wide",
+            apply: |d| {
+                // A bias over 64 columns: the two-stage column-sum gradient.
+                let x = d.pick();
+                let c = d.c;
+                let w1 = d.param(&[c, 64], 0.3);
+                let b = d.param(&[64], 1.0);
+                let w2 = d.param(&[64, c], 0.3);
+                let h = d.g.linear(x, w1, None, false)?;
+                let h = d.g.add(b, h)?;
+                d.g.linear(h, w2, None, false)
+            },
+        },
+        OpCase {
+            name: "add_position_table",
+            apply: |d| {
+                let x = d.pick();
+                let (t, c) = (d.t, d.c);
+                let p = d.param(&[t, c], 1.0);
+                d.g.add(x, p)
+            },
+        },
+        OpCase {
+            name: "add_both_broadcast_and_scalar",
+            apply: |d| {
+                // [B, 1, C] + [T, 1] → [B, T, C], then + a scalar [1].
+                let (b, t, c) = (d.b, d.t, d.c);
+                let x = d.pick();
+                let u = d.param(&[b, 1, c], 1.0);
+                let v = d.param(&[t, 1], 1.0);
+                let s = d.param(&[1], 1.0);
+                let uv = d.g.add(u, v)?;
+                let y = d.g.add(uv, x)?;
+                d.g.add(s, y)
+            },
+        },
+        OpCase {
+            name: "mul_broadcast",
+            apply: |d| {
+                // A per-position scale [1, T, 1] and a per-channel one [C].
+                let x = d.pick();
+                let (t, c) = (d.t, d.c);
+                let st = d.param(&[1, t, 1], 1.0);
+                let sc = d.param(&[c], 1.0);
+                let y = d.g.mul(st, x)?;
+                d.g.mul(y, sc)
+            },
+        },
+        OpCase {
+            name: "mul_same_shape",
+            apply: |d| {
+                let (x, y) = (d.pick(), d.pick());
+                d.g.mul(x, y)
+            },
+        },
+        OpCase {
+            name: "l2_normalize",
+            apply: |d| {
+                let x = d.pick();
+                d.g.l2_normalize(x, 1e-12)
+            },
+        },
+        OpCase {
+            name: "masked_mean",
+            apply: |d| {
+                // Pool over T, then broadcast the [B, 1, C] result back.
+                let x = d.pick();
+                let y = d.pick();
+                let (b, c) = (d.b, d.c);
+                let m = d.mask();
+                let pooled = d.g.masked_mean(x, m)?;
+                let pooled = d.g.reshape(pooled, &[b, 1, c])?;
+                d.g.add(y, pooled)
+            },
+        },
+        OpCase {
+            name: "dropout",
+            apply: |d| {
+                let x = d.pick();
+                d.rng_input();
+                d.g.dropout(x, 0.3)
+            },
+        },
+        OpCase {
+            name: "mse_loss",
+            apply: |d| {
+                let (x, y) = (d.pick(), d.pick());
+                let loss = d.g.mse_loss(x, y)?;
+                d.losses.push((loss, 0.7));
+                Ok(x)
+            },
+        },
+        OpCase {
+            name: "kl_div",
+            apply: |d| {
+                // Student and teacher logits over C classes, τ = 2.
+                let (x, y) = (d.pick(), d.pick());
+                let loss = d.g.kl_div(x, y, 2.0)?;
+                d.losses.push((loss, 0.5));
+                Ok(y)
+            },
+        },
+        OpCase {
+            name: "cross_entropy_similarity_matrix",
+            apply: |d| {
+                // CLIP: a [N, N] similarity matrix of two embeddings (N =
+                // B·T), each row's target its own index.
+                let (x, y) = (d.pick(), d.pick());
+                let (b, t, c) = (d.b, d.t, d.c);
+                let n = b * t;
+                let xe = d.g.reshape(x, &[n, c])?;
+                let ye = d.g.reshape(y, &[n, c])?;
+                let xe = d.g.l2_normalize(xe, 1e-12)?;
+                let sim = d.g.matmul(xe, ye, false, true, 1.0)?;
+                let targets = d.input(&[n], DType::I32, (0..n).map(|i| i as f64).collect());
+                let loss = d.g.cross_entropy(sim, targets, -100)?;
+                d.losses.push((loss, 0.5));
+                Ok(x)
+            },
+        },
+        OpCase {
+            name: "attention_packed_masked",
+            apply: |d| {
+                let x = d.pick();
+                let c = d.c;
+                let w = d.param(&[c, 3 * c], 0.5);
+                let qkv = d.g.linear(x, w, None, false)?;
+                let causal = d.bool();
+                let m = d.mask();
+                d.g.self_attention_masked(qkv, 2, causal, Some(m))
+            },
+        },
+        OpCase {
+            name: "attention_separate_masked",
+            apply: |d| {
+                let (x, y) = (d.pick(), d.pick());
+                let c = d.c;
+                let wq = d.param(&[c, c], 0.5);
+                let q = d.g.linear(x, wq, None, false)?;
+                let causal = d.bool();
+                let m = d.mask();
+                d.g.attention(q, y, y, 1, causal, Some(m))
+            },
+        },
+        OpCase {
             name: "cross_entropy",
             apply: |d| {
                 // A second loss term on the way: logits from x, weight 0.5.
@@ -245,7 +467,7 @@ fn draw(seed: u64, forced: usize, attention: AttentionImpl) -> Result<Draw> {
     let mut d = Draw {
         g: Graph::new(GraphOptions {
             attention,
-            dropout: false,
+            dropout: true,
         }),
         rng,
         values: Values::new(),
@@ -282,6 +504,18 @@ fn draw(seed: u64, forced: usize, attention: AttentionImpl) -> Result<Draw> {
     Ok(d)
 }
 
+/// Writes an input's host values (integers are held as f64).
+fn write_input(t: &kiln::Tensor, v: &HostTensor, dt: DType) -> Result<()> {
+    match dt {
+        DType::I32 => t.write_i32(gpu(), &v.data.iter().map(|x| *x as i32).collect::<Vec<_>>()),
+        DType::U32 => {
+            let w: Vec<u32> = v.data.iter().map(|x| *x as u32).collect();
+            t.write_bytes(gpu(), bytemuck::cast_slice(&w))
+        }
+        _ => t.write_f32(gpu(), &v.to_f32()),
+    }
+}
+
 /// Loss and every parameter gradient on the GPU.
 fn gpu_grads(d: Draw) -> Result<(f64, BTreeMap<String, Vec<f32>>)> {
     let Draw {
@@ -311,12 +545,7 @@ fn gpu_grads(d: Draw) -> Result<(f64, BTreeMap<String, Vec<f32>>)> {
     }
     for (id, v, dt) in inputs {
         let t = exec.tensor(id).unwrap();
-        match dt {
-            DType::I32 => {
-                t.write_i32(gpu(), &v.data.iter().map(|x| *x as i32).collect::<Vec<_>>())?
-            }
-            _ => t.write_f32(gpu(), &v.to_f32())?,
-        }
+        write_input(t, &v, dt)?;
     }
     exec.run();
     let mut loss = 0.0;
@@ -361,12 +590,7 @@ fn first_forward_mismatch(seed: u64, forced: usize, attention: AttentionImpl) ->
     for (id, dt) in inputs {
         let t = exec.tensor(id).unwrap();
         let v = &values[&id];
-        match dt {
-            DType::I32 => t
-                .write_i32(gpu(), &v.data.iter().map(|x| *x as i32).collect::<Vec<_>>())
-                .unwrap(),
-            _ => t.write_f32(gpu(), &v.to_f32()).unwrap(),
-        }
+        write_input(t, v, dt).unwrap();
     }
     exec.run();
     for (i, op, id) in outs {

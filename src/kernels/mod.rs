@@ -4,15 +4,22 @@
 //! kernels) that the caller submits once or records into a step.
 
 pub mod accuracy;
+pub mod activation;
 pub mod adamw;
 pub mod attention;
+pub mod broadcast;
 pub mod crossentropy;
+pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
 pub mod heads;
+pub mod kldiv;
+pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
+pub mod mse;
+pub mod pooling;
 pub mod reduce;
 pub mod softmax;
 

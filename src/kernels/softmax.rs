@@ -21,6 +21,8 @@ struct Params {
     n: u32,
     scale: f32,
     causal: u32,
+    heads: u32,
+    _pad: [u32; 3],
 }
 
 /// (rows, n) of a `[.., n]` tensor, with the 32-bit indexing check.
@@ -111,8 +113,59 @@ pub fn softmax_forward_scaled(
         n,
         scale,
         causal,
+        heads: 1,
+        _pad: [0; 3],
     };
     launch(gpu, "forward", p, vec![Arg::Read(x), Arg::ReadWrite(y)])
+}
+
+/// Attention probabilities with a key-padding mask: y = softmax(scale·x)
+/// per row of the scores x [B·H, T, T] (`heads` = H), where row r (head
+/// r / T, query r % T) sees key j only when `key_mask` [B, T] (i32, nonzero
+/// = attend) has mask[b, j] ≠ 0 for b = r / (H·T), and, when `causal`,
+/// j ≤ r % T. Hidden entries are exactly 0; a row that sees no key is all
+/// zeros (its output and gradients are then 0, as the fused kernel's).
+pub fn softmax_forward_masked(
+    gpu: &Gpu,
+    x: &Tensor,
+    y: &Tensor,
+    scale: f32,
+    causal: bool,
+    key_mask: &Tensor,
+    heads: usize,
+) -> Result<Dispatch> {
+    let op = "softmax_forward_masked";
+    check_f32(op, &[x, y])?;
+    check_same_shape(op, &[x, y])?;
+    let (rows, n) = rows_and_n(op, x)?;
+    if !scale.is_finite() {
+        bail!("{op}: scale must be finite, got {scale}");
+    }
+    let t = n as usize;
+    if heads == 0 || !(rows as usize).is_multiple_of(heads * t) {
+        bail!(
+            "{op}: scores {:?} are not [B·{heads}, T, T] with T = {t}",
+            x.shape()
+        );
+    }
+    let b = rows as usize / (heads * t);
+    super::check_dtype(op, &[key_mask], crate::runtime::DType::I32)
+        .map_err(|e| e.context(format!("{op}: the key mask must be i32 [B, T]")))?;
+    super::check_numel(op, "key_mask", key_mask, b * t)?;
+    let p = Params {
+        rows,
+        n,
+        scale,
+        causal: if causal { n } else { 0 },
+        heads: heads as u32,
+        _pad: [0; 3],
+    };
+    launch(
+        gpu,
+        "forward_masked",
+        p,
+        vec![Arg::Read(x), Arg::Read(key_mask), Arg::ReadWrite(y)],
+    )
 }
 
 /// dx = y ⊙ (dy − Σ_j dy_j·y_j) per row, from the forward output `y`;
@@ -130,6 +183,8 @@ pub fn softmax_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Resu
         n,
         scale: 1.0,
         causal: 0,
+        heads: 1,
+        _pad: [0; 3],
     };
     launch(
         gpu,

@@ -1,14 +1,17 @@
 //! Elementwise activations, forward and backward: GELU (tanh form as GPT-2,
-//! exact erf form as BERT/ViT), quick-GELU (CLIP), ReLU, tanh, sigmoid.
+//! exact erf form as BERT/ViT), quick-GELU (CLIP), ReLU, tanh, sigmoid, and
+//! exp with an optional upper bound (CLIP's learnable temperature,
+//! `min(exp(logit_scale), 100)`). One kernel family for all:
+//! `shaders/activation.wgsl`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 
 use crate::graph::autodiff::Backward;
 use crate::graph::op::{HostTensor, NodeIo, Op};
 use crate::graph::step::{Lowering, Step};
 use crate::graph::{Graph, TensorId};
-use crate::kernels::gelu::{self, GeluKind};
-use crate::reference::gelu::normal_cdf;
+use crate::kernels::activation::{self as act, ActKind};
+use crate::kernels::gelu::GeluKind;
 
 /// Which activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +25,8 @@ pub enum Activation {
     Relu,
     Tanh,
     Sigmoid,
+    /// e^x (no Hugging Face activation; see [`Graph::exp`] for a bound).
+    Exp,
 }
 
 impl Activation {
@@ -51,36 +56,46 @@ impl Activation {
             Self::Relu => "relu",
             Self::Tanh => "tanh",
             Self::Sigmoid => "sigmoid",
+            Self::Exp => "exp",
         }
     }
 
-    fn gelu_kind(self) -> Result<GeluKind> {
-        Ok(match self {
-            Self::GeluTanh => GeluKind::Tanh,
-            Self::GeluErf => GeluKind::Erf,
-            other => bail!("activation {other:?} has no GPU kernel yet"),
-        })
+    /// The kernel's name for it.
+    pub fn kernel_kind(self) -> ActKind {
+        match self {
+            Self::GeluTanh => ActKind::GeluTanh,
+            Self::GeluErf => ActKind::GeluErf,
+            Self::QuickGelu => ActKind::QuickGelu,
+            Self::Relu => ActKind::Relu,
+            Self::Tanh => ActKind::Tanh,
+            Self::Sigmoid => ActKind::Sigmoid,
+            Self::Exp => ActKind::Exp,
+        }
+    }
+
+    /// Step names of the forward and backward kernels, for dumps and profiles.
+    fn step_names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::GeluTanh | Self::GeluErf => ("gelu", "gelu_backward"),
+            Self::QuickGelu => ("quick_gelu", "quick_gelu_backward"),
+            Self::Relu => ("relu", "relu_backward"),
+            Self::Tanh => ("tanh", "tanh_backward"),
+            Self::Sigmoid => ("sigmoid", "sigmoid_backward"),
+            Self::Exp => ("exp", "exp_backward"),
+        }
     }
 
     /// f(x) in f64.
     pub fn eval(self, x: f64) -> f64 {
-        let sig = |z: f64| 1.0 / (1.0 + (-z).exp());
-        match self {
-            Self::GeluTanh => {
-                0.5 * x * (1.0 + (0.797_884_560_802_865_4 * (x + 0.044_715 * x * x * x)).tanh())
-            }
-            Self::GeluErf => x * normal_cdf(x),
-            Self::QuickGelu => x * sig(1.702 * x),
-            Self::Relu => x.max(0.0),
-            Self::Tanh => x.tanh(),
-            Self::Sigmoid => sig(x),
-        }
+        crate::reference::activation::eval(self.kernel_kind(), x, None)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Act {
     pub kind: Activation,
+    /// exp only: y = min(e^x, bound).
+    pub bound: Option<f32>,
 }
 
 impl Graph {
@@ -88,8 +103,31 @@ impl Graph {
     pub fn activation(&mut self, x: TensorId, kind: Activation) -> TensorId {
         let shape = self.shape(x).to_vec();
         let y = self.planned(format!("{}.{}", self.name(x), kind.hf_name()), &shape);
-        self.push_node(Act { kind }, &[x], &[y]);
+        self.push_node(Act { kind, bound: None }, &[x], &[y]);
         y
+    }
+
+    /// y = e^x, or min(e^x, max) with an upper bound (CLIP's temperature:
+    /// `exp(logit_scale)` clamped to 100). Where the bound applies the
+    /// gradient is 0, as torch.clamp's.
+    pub fn exp(&mut self, x: TensorId, max: Option<f32>) -> Result<TensorId> {
+        if let Some(m) = max {
+            ensure!(
+                m.is_finite() && m > 0.0,
+                "exp: the upper bound must be finite and > 0, got {m}"
+            );
+        }
+        let shape = self.shape(x).to_vec();
+        let y = self.planned(format!("{}.exp", self.name(x)), &shape);
+        self.push_node(
+            Act {
+                kind: Activation::Exp,
+                bound: max,
+            },
+            &[x],
+            &[y],
+        );
+        Ok(y)
     }
 
     pub fn gelu(&mut self, x: TensorId, kind: GeluKind) -> TensorId {
@@ -110,15 +148,15 @@ impl Op for Act {
 
     fn lower(&self, io: &NodeIo, cx: &mut Lowering<'_>) -> Result<()> {
         let (x, y) = (io.input(0), io.output(0));
-        let kind = self.kind.gelu_kind()?;
+        let (kind, bound) = (self.kind.kernel_kind(), self.bound);
         let n = cx.g.desc(x).numel() as u64;
         cx.push(
-            Step::new("gelu", move |gpu, r| {
-                Ok(vec![gelu::gelu_forward(gpu, &r(x), &r(y), kind)?])
+            Step::new(self.kind.step_names().0, move |gpu, r| {
+                Ok(vec![act::forward(gpu, &r(x), &r(y), kind, bound)?])
             })
             .reads([x])
             .writes([y])
-            .flops(10 * n),
+            .flops(kind.flops() * n),
         );
         Ok(())
     }
@@ -131,21 +169,33 @@ impl Op for Act {
         if !cx.needs_grad(x) {
             return Ok(());
         }
-        let kind = self.kind.gelu_kind()?;
+        let (kind, bound) = (self.kind.kernel_kind(), self.bound);
         let n = cx.g.desc(x).numel() as u64;
         cx.contribute_overwrite(x, |dx| {
-            Step::new("gelu_backward", move |gpu, r| {
-                Ok(vec![gelu::gelu_backward(gpu, &r(x), &r(dy), &r(dx), kind)?])
+            Step::new(self.kind.step_names().1, move |gpu, r| {
+                Ok(vec![act::backward(
+                    gpu,
+                    &r(x),
+                    &r(dy),
+                    &r(dx),
+                    kind,
+                    bound,
+                )?])
             })
             .reads([x, dy])
             .writes([dx])
-            .flops(10 * n)
+            .flops(kind.flops() * n)
         })
     }
 
     fn reference(&self, ins: &[&HostTensor]) -> Result<Vec<HostTensor>> {
         let x = ins[0];
-        let data = x.data.iter().map(|&v| self.kind.eval(v)).collect();
+        let (kind, bound) = (self.kind.kernel_kind(), self.bound.map(f64::from));
+        let data = x
+            .data
+            .iter()
+            .map(|&v| crate::reference::activation::eval(kind, v, bound))
+            .collect();
         Ok(vec![HostTensor::new(&x.shape, data)?])
     }
 }

@@ -8,7 +8,7 @@
 //! kernels (no T×T tensor), or q·kᵀ, softmax and p·v as separate kernels.
 //! Both move q, k, v to head-major [B, H, T, D] first and back after.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 
 use crate::graph::autodiff::{Backward, Target};
 use crate::graph::op::{HostTensor, NodeIo, Op};
@@ -78,6 +78,23 @@ impl Graph {
         self.attention_impl(&[qkv], s[0], s[1], s[2] / 3, heads, causal, None)
     }
 
+    /// [`Graph::self_attention`] with an optional key-padding `mask` [B, T]
+    /// (i32: nonzero = attend).
+    pub fn self_attention_masked(
+        &mut self,
+        qkv: TensorId,
+        heads: usize,
+        causal: bool,
+        mask: Option<TensorId>,
+    ) -> Result<TensorId> {
+        let s = self.shape(qkv).to_vec();
+        ensure!(
+            s.len() == 3 && s[2].is_multiple_of(3),
+            "attention: qkv must be [B, T, 3C], is {s:?}"
+        );
+        self.attention_impl(&[qkv], s[0], s[1], s[2] / 3, heads, causal, mask)
+    }
+
     /// Attention over separate q, k, v [B, T, C] with an optional key-padding
     /// `mask` [B, T] (i32: nonzero = attend).
     pub fn attention(
@@ -129,8 +146,6 @@ impl Graph {
                 d <= MAX_HEAD_DIM,
                 "attention: head_dim {d} exceeds the fused kernel's {MAX_HEAD_DIM}; use the unfused attention"
             );
-        } else if mask.is_some() {
-            bail!("attention: a key-padding mask needs the fused attention kernels for now");
         }
         let shape = AttentionShape {
             batch: b,
@@ -243,19 +258,33 @@ impl Op for Attention {
                 let (s_spec, y_spec) = a.unfused_specs();
                 cx.push(matmul_step(s_spec, q, k, None, scores));
                 let scale = 1.0 / (a.head_dim as f32).sqrt();
-                let causal = a.causal.then_some(a.seq);
                 let n = cx.g.desc(scores).numel() as u64;
+                let mask = self.mask(io);
+                let (causal, heads) = (a.causal, a.heads);
                 cx.push(
                     Step::new("softmax", move |gpu, r| {
-                        Ok(vec![softmax::softmax_forward_scaled(
-                            gpu,
-                            &r(scores),
-                            &r(probs),
-                            scale,
-                            causal,
-                        )?])
+                        Ok(vec![match mask {
+                            // Masked: a row may see no key at all (probs 0).
+                            Some(m) => softmax::softmax_forward_masked(
+                                gpu,
+                                &r(scores),
+                                &r(probs),
+                                scale,
+                                causal,
+                                &r(m),
+                                heads,
+                            )?,
+                            None => softmax::softmax_forward_scaled(
+                                gpu,
+                                &r(scores),
+                                &r(probs),
+                                scale,
+                                causal.then_some(a.seq),
+                            )?,
+                        }])
                     })
                     .reads([scores])
+                    .reads(mask)
                     .writes([probs])
                     .flops(5 * n),
                 );

@@ -13,9 +13,15 @@ pub mod activation;
 pub mod add;
 pub mod attention;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod embedding;
+pub mod kl_div;
+pub mod l2_normalize;
 pub mod layernorm;
+pub mod masked_mean;
 pub mod matmul;
+pub mod mse;
+pub mod mul;
 pub mod reshape;
 
 pub use activation::Activation;
