@@ -545,3 +545,89 @@ fn learning_rate_schedule_warms_up_then_follows_a_cosine() {
         assert!(o.lr_at(s + 1) <= o.lr_at(s), "not monotone at {s}");
     }
 }
+
+/// Dropout (GPT-2's embd_pdrop and resid_pdrop) in training: masks follow
+/// the run's seed and the micro-batch counter, so the same seed gives the
+/// same bits, another seed other losses, and a trainer restarted at step k
+/// draws the masks of the uninterrupted run's step k. Evaluation has none.
+#[test]
+fn dropout_masks_follow_the_seed_and_the_step() {
+    let r = Reference::load("gpt_small_v64.safetensors");
+    let mut cfg = r.cfg.clone();
+    cfg.embd_pdrop = 0.1;
+    cfg.resid_pdrop = 0.2;
+    let m = gpt(&cfg);
+    let opt = parity_optimizer(&r);
+    let batch = lm_batch(&r.inputs, &r.targets, r.batch, r.seq);
+    let make = |seed: u64, params: &[(String, Vec<f32>)]| {
+        Trainer::new(
+            gpu(),
+            m.clone(),
+            &opt,
+            &m.input_specs(Dims {
+                batch: r.batch,
+                seq: r.seq,
+            }),
+            params,
+            &TrainerOptions {
+                seed,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let steps = |t: &mut Trainer, n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| {
+                let p = t
+                    .train_step(std::slice::from_ref(&batch), true)
+                    .unwrap()
+                    .unwrap();
+                pollster::block_on(p.get(gpu())).unwrap().loss.to_bits()
+            })
+            .collect()
+    };
+    let (mut a, mut b, mut c) = (make(7, &r.params), make(7, &r.params), make(8, &r.params));
+    let la = steps(&mut a, 4);
+    assert_eq!(la, steps(&mut b, 4), "same seed, same bits");
+    assert_ne!(la, steps(&mut c, 4), "another seed, other masks");
+    // Without dropout the losses are those of the plain model.
+    let mut plain = trainer(&r.cfg, &opt, r.batch, r.seq, 1, &r.params);
+    assert_ne!(
+        la[0],
+        steps(&mut plain, 1)[0],
+        "dropout changed the first loss"
+    );
+    // Restarted at step 2 from the run's own state: the masks of steps 2, 3.
+    let mut d = make(7, &r.params);
+    let first = steps(&mut d, 2);
+    let params = pollster::block_on(kiln::model::download(gpu(), &d.params)).unwrap();
+    let host: Vec<(String, Vec<f32>)> = params.into_iter().map(|(n, _, v)| (n, v)).collect();
+    let mm = pollster::block_on(kiln::model::download(gpu(), &d.opt.m)).unwrap();
+    let vv = pollster::block_on(kiln::model::download(gpu(), &d.opt.v)).unwrap();
+    let to_map =
+        |x: Vec<(String, Vec<usize>, Vec<f32>)>| x.into_iter().map(|(n, _, v)| (n, v)).collect();
+    let mut e = make(7, &host);
+    e.opt
+        .load_state(gpu(), &to_map(mm), &to_map(vv), d.opt.t)
+        .unwrap();
+    e.step = d.step;
+    let rest = steps(&mut e, 2);
+    assert_eq!([first, rest].concat(), la, "resumed masks differ");
+    // Evaluation runs without dropout: the loss is the plain model's.
+    let ev = pollster::block_on(a.eval_loss(std::slice::from_ref(&batch))).unwrap();
+    let mut p2 = trainer(
+        &r.cfg,
+        &opt,
+        r.batch,
+        r.seq,
+        1,
+        &pollster::block_on(kiln::model::download(gpu(), &a.params))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _, v)| (n, v))
+            .collect::<Vec<_>>(),
+    );
+    let ev_plain = pollster::block_on(p2.eval_loss(std::slice::from_ref(&batch))).unwrap();
+    assert_eq!(ev.to_bits(), ev_plain.to_bits());
+}

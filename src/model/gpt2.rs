@@ -45,6 +45,16 @@ pub struct GptConfig {
     pub layer_norm_epsilon: f32,
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Dropout after the embeddings, and on the attention and MLP outputs
+    /// (training only).
+    #[serde(default)]
+    pub embd_pdrop: f32,
+    #[serde(default)]
+    pub resid_pdrop: f32,
+    /// Dropout of the attention probabilities: Kiln's attention kernels do
+    /// not apply it (a warning says so when it is set).
+    #[serde(default)]
+    pub attn_pdrop: f32,
 }
 
 fn default_eps() -> f32 {
@@ -75,6 +85,9 @@ impl GptConfig {
             activation_function: default_act(),
             layer_norm_epsilon: default_eps(),
             tie_word_embeddings: true,
+            embd_pdrop: 0.0,
+            resid_pdrop: 0.0,
+            attn_pdrop: 0.0,
         }
     }
 
@@ -110,6 +123,16 @@ impl GptConfig {
             "GPT config: layer_norm_epsilon must be finite and ≥ 0"
         );
         Activation::from_hf(&self.activation_function)?;
+        for (k, p) in [
+            ("embd_pdrop", self.embd_pdrop),
+            ("resid_pdrop", self.resid_pdrop),
+            ("attn_pdrop", self.attn_pdrop),
+        ] {
+            ensure!(
+                (0.0..1.0).contains(&p),
+                "GPT config: {k} must be in [0, 1), got {p}"
+            );
+        }
         Ok(())
     }
 
@@ -161,6 +184,13 @@ pub struct Gpt2 {
 impl Gpt2 {
     pub fn new(cfg: GptConfig) -> Result<Self> {
         cfg.validate()?;
+        if cfg.attn_pdrop > 0.0 {
+            log::warn!(
+                "GPT-2 config: attn_pdrop = {} is not applied (Kiln's attention kernels have no \
+                 dropout on the probabilities); embd_pdrop and resid_pdrop are",
+                cfg.attn_pdrop
+            );
+        }
         Ok(Self { cfg })
     }
 
@@ -193,9 +223,9 @@ impl Model for Gpt2 {
             "n_inner": c.n_inner,
             "activation_function": c.activation_function,
             "layer_norm_epsilon": c.layer_norm_epsilon,
-            "resid_pdrop": 0.0,
-            "embd_pdrop": 0.0,
-            "attn_pdrop": 0.0,
+            "resid_pdrop": c.resid_pdrop,
+            "embd_pdrop": c.embd_pdrop,
+            "attn_pdrop": c.attn_pdrop,
             "tie_word_embeddings": c.tie_word_embeddings,
             // Kiln's vocabularies have no special tokens unless a GPT-2
             // tokenizer brings them (`transformers` otherwise assumes 50256).
@@ -249,6 +279,7 @@ impl Model for Gpt2 {
             .pp("wpe")
             .param_decay(g, "weight", &[c.n_positions, e], std, false)?;
         let mut x = g.token_position_embedding(ids, wte, wpe)?;
+        x = g.dropout(x, c.embd_pdrop)?;
         for l in 0..c.n_layer {
             let h = vb.pp("h").pp(l);
             let ln_1 = LayerNorm::new(g, &h.pp("ln_1"), e, eps)?;
@@ -265,10 +296,12 @@ impl Model for Gpt2 {
             let qkv = c_attn.forward(g, a)?;
             let a = g.self_attention(qkv, c.n_head, true)?;
             let a = c_proj.forward(g, a)?;
+            let a = g.dropout(a, c.resid_pdrop)?;
             x = g.add(x, a)?;
             // x = x + mlp(ln_2(x))
             let m = ln_2.forward(g, x)?;
             let m = mlp.forward(g, m)?;
+            let m = g.dropout(m, c.resid_pdrop)?;
             x = g.add(x, m)?;
         }
         let x = LayerNorm::new(g, &vb.pp("ln_f"), e, eps)?.forward(g, x)?;

@@ -139,6 +139,9 @@ pub struct BuildOptions {
     pub attention: AttentionImpl,
     /// Parameters to freeze (no gradient, no optimizer state), by name.
     pub frozen: Vec<String>,
+    /// Dropout active: `None` follows `training`; `kiln grads` turns it off
+    /// so its gradients compare with a reference in evaluation mode.
+    pub dropout: Option<bool>,
 }
 
 impl Default for BuildOptions {
@@ -149,6 +152,7 @@ impl Default for BuildOptions {
             grad_scale: 1.0,
             attention: AttentionImpl::default(),
             frozen: Vec::new(),
+            dropout: None,
         }
     }
 }
@@ -183,7 +187,7 @@ impl Built {
 pub fn build(model: &dyn Model, layout: &[InputSpec], o: &BuildOptions) -> Result<Built> {
     let mut g = Graph::new(GraphOptions {
         attention: o.attention,
-        dropout: o.training,
+        dropout: o.dropout.unwrap_or(o.training),
     });
     let mut inputs = BTreeMap::new();
     for s in layout {

@@ -30,7 +30,8 @@ impl GradsResult {
     }
 }
 
-/// One forward and backward pass of `model` with `params` on `batch`.
+/// One forward and backward pass of `model` with `params` on `batch`, with
+/// dropout off.
 pub async fn grads_pass(
     gpu: &Gpu,
     model: &dyn Model,
@@ -58,6 +59,8 @@ pub async fn grads_pass(
             training: true,
             keep: keep.clone(),
             attention,
+            // Gradients as a reference computes them in evaluation mode.
+            dropout: Some(false),
             ..Default::default()
         },
     )?;

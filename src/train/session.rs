@@ -44,6 +44,7 @@ impl Session {
                 grad_accum: cfg.train.grad_accum,
                 attention: cfg.attention_for(gpu)?,
                 frozen: Vec::new(),
+                seed: cfg.train.seed,
             },
         )?;
         Ok(Self {

@@ -26,6 +26,9 @@ pub struct TrainerOptions {
     pub attention: AttentionImpl,
     /// Parameters that are not trained (no gradient, no optimizer state).
     pub frozen: Vec<String>,
+    /// Seed of the dropout masks (with the micro-batch counter, see
+    /// `crate::ops::dropout`).
+    pub seed: u64,
 }
 
 impl Default for TrainerOptions {
@@ -34,6 +37,7 @@ impl Default for TrainerOptions {
             grad_accum: 1,
             attention: AttentionImpl::default(),
             frozen: Vec::new(),
+            seed: 0,
         }
     }
 }
@@ -56,6 +60,9 @@ pub struct Trainer {
     staged: Vec<Vec<(Tensor, Tensor)>>,
     /// Each micro-batch's loss terms and metrics, then the gradient Σg², for readback.
     step_stats: Tensor,
+    /// The graph's dropout RNG input and one staging copy per micro-batch
+    /// (when the model has dropout).
+    rng: Option<(Tensor, Vec<Tensor>)>,
     /// Optimizer steps completed.
     pub step: u64,
     eval: Option<Evaluator>,
@@ -165,6 +172,7 @@ impl Trainer {
                 grad_scale: 1.0 / options.grad_accum as f32,
                 attention: options.attention,
                 frozen: options.frozen.clone(),
+                dropout: None,
             },
         )?;
         let decay: std::collections::BTreeMap<String, bool> = built
@@ -191,6 +199,15 @@ impl Trainer {
             .collect::<Result<Vec<_>>>()?;
         let per = losses.len() + metrics.len();
         let step_stats = gpu.zeros(&[options.grad_accum * per + 1], DType::F32)?;
+        let rng = match exec.named(crate::ops::dropout::RNG_INPUT) {
+            Ok(t) => Some((
+                t.clone(),
+                (0..options.grad_accum)
+                    .map(|_| gpu.zeros(&[4], DType::U32))
+                    .collect::<Result<Vec<_>>>()?,
+            )),
+            Err(_) => None,
+        };
         Ok(Self {
             gpu: gpu.clone(),
             model,
@@ -203,6 +220,7 @@ impl Trainer {
             opt,
             staged,
             step_stats,
+            rng,
             step: 0,
             eval: None,
         })
@@ -265,6 +283,20 @@ impl Trainer {
                 write_input(&self.gpu, stage, &t.data)?;
             }
         }
+        if let Some((_, stages)) = &self.rng {
+            // Dropout masks: (seed, step · accumulation + micro-batch).
+            let seed = self.options.seed;
+            for (i, stage) in stages.iter().enumerate() {
+                let counter = self.step * self.options.grad_accum as u64 + i as u64;
+                let words = [
+                    seed as u32,
+                    (seed >> 32) as u32,
+                    counter as u32,
+                    (counter >> 32) as u32,
+                ];
+                stage.write_bytes(&self.gpu, bytemuck::cast_slice(&words))?;
+            }
+        }
         let lr = self.opt.prepare(&self.gpu, self.step)?;
         let mut enc = self
             .gpu
@@ -276,6 +308,15 @@ impl Trainer {
         self.exec.encode_zero_grads(&mut enc);
         let per = self.losses.len() + self.metrics.len();
         for (i, staged) in self.staged.iter().enumerate() {
+            if let Some((input, stages)) = &self.rng {
+                enc.copy_buffer_to_buffer(
+                    stages[i].buffer(),
+                    stages[i].offset(),
+                    input.buffer(),
+                    input.offset(),
+                    16,
+                );
+            }
             for (stage, input) in staged {
                 enc.copy_buffer_to_buffer(
                     stage.buffer(),

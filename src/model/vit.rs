@@ -1,0 +1,368 @@
+//! The Vision Transformer for image classification, exactly
+//! (`ViTForImageClassification`): a patch embedding (a stride-p, size-p
+//! convolution with bias, computed as patchify + matmul), a learned [CLS]
+//! token in front, learned position embeddings, a pre-LayerNorm encoder
+//! (erf-GELU MLP), a final LayerNorm and a linear classifier on the [CLS]
+//! state. Names, layouts (the convolution weight [H, C, p, p]) and
+//! `config.json` are Hugging Face's.
+//!
+//! Inputs: `pixel_values` [B, C, H, W] f32, and for a loss `labels` [B] (i32
+//! class ids; f32 targets when `num_labels` = 1: regression with mean squared
+//! error, as Hugging Face's problem_type "regression").
+//! Outputs: `loss`, `logits` [B, num_labels], `accuracy` (classification).
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+
+use super::vb::{LayerNorm, Linear, Vb};
+use super::{Dims, Model, Outputs};
+use crate::data::{Batch, InputSpec};
+use crate::graph::{Graph, Init, TensorId};
+use crate::ops::Activation;
+use crate::runtime::DType;
+
+/// `transformers.ViTConfig`: the fields Kiln reads and writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "gelu")]
+    pub hidden_act: String,
+    pub image_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "three")]
+    pub num_channels: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f32,
+    #[serde(default = "default_range")]
+    pub initializer_range: f32,
+    #[serde(default)]
+    pub hidden_dropout_prob: f32,
+    #[serde(default)]
+    pub attention_probs_dropout_prob: f32,
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    /// Class names by id (`id2label`); its size is num_labels.
+    #[serde(default)]
+    pub id2label: BTreeMap<String, String>,
+}
+
+fn gelu() -> String {
+    "gelu".into()
+}
+fn three() -> usize {
+    3
+}
+fn default_eps() -> f32 {
+    1e-12
+}
+fn default_range() -> f32 {
+    0.02
+}
+fn yes() -> bool {
+    true
+}
+
+impl VitConfig {
+    /// A configuration with ViT's defaults for everything but the sizes;
+    /// classes named by `labels`.
+    pub fn new(
+        hidden: usize,
+        layers: usize,
+        heads: usize,
+        image: usize,
+        patch: usize,
+        channels: usize,
+        labels: &[String],
+    ) -> Self {
+        Self {
+            hidden_size: hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size: 4 * hidden,
+            hidden_act: gelu(),
+            image_size: image,
+            patch_size: patch,
+            num_channels: channels,
+            layer_norm_eps: default_eps(),
+            initializer_range: default_range(),
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            qkv_bias: true,
+            id2label: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len().max(1)
+    }
+
+    /// Patches per image.
+    pub fn num_patches(&self) -> usize {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Class names in id order ("LABEL_i" where the config gives none).
+    pub fn labels(&self) -> Vec<String> {
+        (0..self.num_labels())
+            .map(|i| {
+                self.id2label
+                    .get(&i.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{i}"))
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.hidden_size > 0
+                && self.num_hidden_layers > 0
+                && self.intermediate_size > 0
+                && self.num_channels > 0,
+            "ViT config: sizes must be positive"
+        );
+        ensure!(
+            self.num_attention_heads > 0 && self.hidden_size.is_multiple_of(self.num_attention_heads),
+            "ViT config: hidden_size ({}) must be divisible by num_attention_heads ({})",
+            self.hidden_size,
+            self.num_attention_heads
+        );
+        ensure!(
+            self.patch_size > 0
+                && self.image_size >= self.patch_size
+                && self.image_size.is_multiple_of(self.patch_size),
+            "ViT config: image_size ({}) must be a positive multiple of patch_size ({})",
+            self.image_size,
+            self.patch_size
+        );
+        Activation::from_hf(&self.hidden_act)?;
+        Ok(())
+    }
+}
+
+/// Hugging Face writes `num_labels` only through `id2label`; a config that
+/// gives just `num_labels` gets LABEL_i names.
+fn with_labels(mut v: serde_json::Value) -> serde_json::Value {
+    if v.get("id2label").is_none() {
+        if let Some(n) = v.get("num_labels").and_then(|n| n.as_u64()) {
+            let map: serde_json::Map<String, serde_json::Value> = (0..n)
+                .map(|i| (i.to_string(), format!("LABEL_{i}").into()))
+                .collect();
+            v["id2label"] = map.into();
+        }
+    }
+    v
+}
+
+#[derive(Clone, Debug)]
+pub struct Vit {
+    pub cfg: VitConfig,
+}
+
+impl Vit {
+    pub fn new(cfg: VitConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+
+    pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
+        if v.get("encoder_stride").is_some() && v.get("use_mask_token").and_then(|x| x.as_bool()) == Some(true) {
+            bail!("config.json asks for a mask token (masked image modelling); Kiln's ViT classifies");
+        }
+        let cfg: VitConfig = serde_json::from_value(with_labels(v.clone()))
+            .map_err(|e| anyhow!("config.json is not a valid ViT config: {e}"))?;
+        Self::new(cfg)
+    }
+
+    /// The encoder (`vit.*`): pixels [B, C, H, W] → final-normalised hidden
+    /// states [B, 1 + N, H], the [CLS] state first.
+    pub fn encode(&self, g: &mut Graph, pixels: TensorId) -> Result<TensorId> {
+        let c = &self.cfg;
+        let s = g.shape(pixels).to_vec();
+        ensure!(
+            s.len() == 4
+                && s[1] == c.num_channels
+                && s[2] == c.image_size
+                && s[3] == c.image_size
+                && g.dtype(pixels) == DType::F32,
+            "pixel_values must be f32 [B, {}, {}, {}], is {} {s:?}",
+            c.num_channels,
+            c.image_size,
+            c.image_size,
+            g.dtype(pixels).name()
+        );
+        let b = s[0];
+        let (h, p, ch) = (c.hidden_size, c.patch_size, c.num_channels);
+        let n = c.num_patches();
+        let std = Init::Normal(c.initializer_range);
+        let eps = c.layer_norm_eps;
+        let act = Activation::from_hf(&c.hidden_act)?;
+        let vb = Vb::root().pp("vit");
+        let e = vb.pp("embeddings");
+        let cls = e.param(g, "cls_token", &[1, 1, h], std)?;
+        let proj = e.pp("patch_embeddings").pp("projection");
+        let w = proj.param(g, "weight", &[h, ch, p, p], std)?;
+        let bias = proj.param(g, "bias", &[h], Init::Zeros)?;
+        let pos = e.param(g, "position_embeddings", &[1, n + 1, h], std)?;
+        // The stride-p convolution: patch rows (c, ky, kx) times the weight
+        // seen as [H, C·p·p].
+        let patches = g.patchify(pixels, p)?;
+        let w2 = g.reshape(w, &[h, ch * p * p])?;
+        let x = g.linear(patches, w2, Some(bias), true)?;
+        let cls = g.broadcast_to(cls, &[b, 1, h])?;
+        let x = g.concat(&[cls, x], 1)?;
+        let mut x = g.add(x, pos)?;
+        x = g.dropout(x, c.hidden_dropout_prob)?;
+        let heads = c.num_attention_heads;
+        for l in 0..c.num_hidden_layers {
+            let lv = vb.pp("encoder").pp("layer").pp(l);
+            let at = lv.pp("attention");
+            let q = Linear::new(g, &at.pp("attention").pp("query"), h, h, c.qkv_bias, std)?;
+            let k = Linear::new(g, &at.pp("attention").pp("key"), h, h, c.qkv_bias, std)?;
+            let v = Linear::new(g, &at.pp("attention").pp("value"), h, h, c.qkv_bias, std)?;
+            let o = Linear::new(g, &at.pp("output").pp("dense"), h, h, true, std)?;
+            let up = Linear::new(g, &lv.pp("intermediate").pp("dense"), h, c.intermediate_size, true, std)?;
+            let down = Linear::new(g, &lv.pp("output").pp("dense"), c.intermediate_size, h, true, std)?;
+            let ln_before = LayerNorm::new(g, &lv.pp("layernorm_before"), h, eps)?;
+            let ln_after = LayerNorm::new(g, &lv.pp("layernorm_after"), h, eps)?;
+            // x = o(attention(ln_before(x))) + x
+            let a = ln_before.forward(g, x)?;
+            let (qx, kx, vx) = (q.forward(g, a)?, k.forward(g, a)?, v.forward(g, a)?);
+            let a = g.attention(qx, kx, vx, heads, false, None)?;
+            let a = o.forward(g, a)?;
+            let a = g.dropout(a, c.hidden_dropout_prob)?;
+            x = g.add(a, x)?;
+            // x = down(act(up(ln_after(x)))) + x
+            let m = ln_after.forward(g, x)?;
+            let m = up.forward(g, m)?;
+            let m = g.activation(m, act);
+            let m = down.forward(g, m)?;
+            let m = g.dropout(m, c.hidden_dropout_prob)?;
+            x = g.add(m, x)?;
+        }
+        LayerNorm::new(g, &vb.pp("layernorm"), h, eps)?.forward(g, x)
+    }
+}
+
+impl Model for Vit {
+    fn architecture(&self) -> &'static str {
+        "ViTForImageClassification"
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.cfg).expect("config serialises");
+        v["model_type"] = "vit".into();
+        v["architectures"] = serde_json::json!(["ViTForImageClassification"]);
+        let label2id: serde_json::Map<String, serde_json::Value> = self
+            .cfg
+            .labels()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, i.into()))
+            .collect();
+        v["label2id"] = label2id.into();
+        if self.cfg.num_labels() == 1 {
+            v["problem_type"] = "regression".into();
+        }
+        v
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "ViT {} layers, {} heads, {} dims, {}×{}×{} images in {}×{} patches, {} classes",
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.hidden_size,
+            c.num_channels,
+            c.image_size,
+            c.image_size,
+            c.patch_size,
+            c.patch_size,
+            c.num_labels()
+        )
+    }
+
+    fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
+        let c = &self.cfg;
+        let labels = if c.num_labels() == 1 {
+            InputSpec::new("labels", &[d.batch], DType::F32)
+        } else {
+            InputSpec::new("labels", &[d.batch], DType::I32)
+        };
+        vec![
+            InputSpec::new(
+                "pixel_values",
+                &[d.batch, c.num_channels, c.image_size, c.image_size],
+                DType::F32,
+            ),
+            labels,
+        ]
+    }
+
+    fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
+        let c = &self.cfg;
+        let pixels = *inputs
+            .get("pixel_values")
+            .ok_or_else(|| anyhow!("ViT needs `pixel_values` (f32 [B, C, H, W])"))?;
+        let x = self.encode(g, pixels)?;
+        let b = g.shape(x)[0];
+        let cls = g.slice(x, 1, 0, 1)?;
+        let cls = g.reshape(cls, &[b, c.hidden_size])?;
+        let head = Linear::new(
+            g,
+            &Vb::root().pp("classifier"),
+            c.hidden_size,
+            c.num_labels(),
+            true,
+            Init::Normal(c.initializer_range),
+        )?;
+        let logits = head.forward(g, cls)?;
+        g.rename(logits, "logits");
+        let mut out = Outputs::default();
+        out.tensors.insert("logits".into(), logits);
+        if let Some(&labels) = inputs.get("labels") {
+            ensure!(
+                g.shape(labels) == [b],
+                "labels must be [B] = [{b}], is {:?}",
+                g.shape(labels)
+            );
+            let loss = if c.num_labels() == 1 {
+                let y = g.reshape(labels, &[b, 1])?;
+                g.mse_loss(logits, y)?
+            } else {
+                let loss = g.cross_entropy(logits, labels, -100)?;
+                out.metrics.push(("accuracy".into(), g.accuracy(logits, labels, -100)?));
+                loss
+            };
+            out.losses.push(("loss".into(), loss, 1.0));
+            out.tensors.insert("loss".into(), loss);
+        }
+        Ok(out)
+    }
+
+    fn prepare_batch(&self, batch: &mut Batch) -> Result<()> {
+        let px = batch.f32("pixel_values")?;
+        if let Some(i) = px.iter().position(|x| !x.is_finite()) {
+            bail!("pixel_values[{i}] is not finite");
+        }
+        let n = self.cfg.num_labels() as i32;
+        if n > 1 {
+            if let Ok(l) = batch.i32("labels") {
+                if let Some((i, bad)) = l.iter().enumerate().find(|(_, x)| !((0..n).contains(*x) || **x == -100)) {
+                    bail!("labels[{i}] = {bad} is not a class id in [0, {n})");
+                }
+            }
+        }
+        Ok(())
+    }
+}
