@@ -30,6 +30,8 @@ shaders!(
     "adamw",
     "attention",
     "accuracy",
+    "scatter",
+    "layout",
 );
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -12,8 +12,10 @@ pub mod embedding;
 pub mod gelu;
 pub mod heads;
 pub mod layernorm;
+pub mod layout;
 pub mod matmul;
 pub mod reduce;
+pub mod scatter;
 pub mod softmax;
 
 use anyhow::{bail, Result};

@@ -12,6 +12,8 @@ pub mod gelu;
 pub mod gpt;
 pub mod heads;
 pub mod layernorm;
+pub mod layout;
 pub mod matmul;
 pub mod reduce;
+pub mod scatter;
 pub mod softmax;
