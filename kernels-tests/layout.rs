@@ -362,3 +362,25 @@ fn e<T>(r: anyhow::Result<T>) -> String {
         Err(err) => format!("{err:#}"),
     }
 }
+
+/// f16 storage, where the adapter has shader-f16: a permute moves the
+/// values exactly; accumulating adds in f32 and rounds once.
+#[test]
+fn permute_in_f16() {
+    if !gpu().features().contains(wgpu::Features::SHADER_F16) {
+        eprintln!("skipped: {} has no shader-f16", gpu().describe());
+        return;
+    }
+    let h =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect() };
+    let read16 = |t: &kiln::Tensor| pollster::block_on(t.read_f16_as_f32(gpu())).unwrap();
+    let mut rng = Rng::new(88);
+    let (shape, perm) = ([3, 5, 7], [2, 0, 1]);
+    let x = h(&rand_vec(&mut rng, 105));
+    let init = h(&rand_vec(&mut rng, 105));
+    let out = gpu().upload_f16(&[7, 3, 5], &init).unwrap();
+    let tx = gpu().upload_f16(&shape, &x).unwrap();
+    run(&lay::permute(gpu(), &tx, &perm, &out, true).unwrap());
+    let want = add(&init, &r::permute(&x, &shape, &perm));
+    assert_same_bits("permute += f16", &read16(&out), &h(&want));
+}

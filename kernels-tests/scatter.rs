@@ -306,3 +306,37 @@ fn e<T>(r: anyhow::Result<T>) -> String {
         Err(err) => format!("{err:#}"),
     }
 }
+
+/// f16 storage (f32 arithmetic), where the adapter has shader-f16: a gather
+/// copies exactly; a scatter is the f32 sum in the same order, added to the
+/// f16 value and rounded once.
+#[test]
+fn scatter_and_gather_in_f16() {
+    if !gpu().features().contains(wgpu::Features::SHADER_F16) {
+        eprintln!("skipped: {} has no shader-f16", gpu().describe());
+        return;
+    }
+    let h =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect() };
+    let read16 = |t: &kiln::Tensor| pollster::block_on(t.read_f16_as_f32(gpu())).unwrap();
+    let mut rng = Rng::new(78);
+    let (n, v, c) = (1500, 7, 3);
+    let id = ids(&mut rng, n, v, true);
+    let x = h(&rand_vec(&mut rng, n * c));
+    let init = h(&rand_vec(&mut rng, v * c));
+    let ti = upload_i32(&[n], &id);
+    let out = gpu().upload_f16(&[v, c], &init).unwrap();
+    let tx = gpu().upload_f16(&[n, c], &x).unwrap();
+    run_all(&sc::scatter_add_rows(gpu(), &ti, &tx, &out, true).unwrap());
+    let mut want = init.clone();
+    r::segment_sum_f32(&id, &x, v, c, chunk_len(n), &mut want);
+    assert_same_bits("scatter f16", &read16(&out), &h(&want));
+    let rows = gpu().upload_f16(&[n, c], &vec![f32::NAN; n * c]).unwrap();
+    run(&sc::gather_rows(gpu(), &ti, &out, &rows, false).unwrap());
+    let table = read16(&out);
+    assert_same_bits(
+        "gather f16",
+        &read16(&rows),
+        &r::gather_rows(&id, n, &table, v, c),
+    );
+}
