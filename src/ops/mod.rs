@@ -12,11 +12,18 @@ pub mod accuracy;
 pub mod activation;
 pub mod add;
 pub mod attention;
+pub mod concat;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod gather_row;
 pub mod layernorm;
+pub mod lookup;
 pub mod matmul;
+pub mod patchify;
+pub mod permute;
 pub mod reshape;
+pub mod segment_sum;
+pub mod slice;
 
 pub use activation::Activation;
 pub use attention::AttentionShape;
