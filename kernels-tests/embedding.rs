@@ -7,11 +7,12 @@
 //! f32 sum of up to ~90 terms in [-1, 1] (the N = 300, V = 4 case) plus the
 //! initial value; its rounding errors add like a random walk, observed
 //! ≤ 1.5e-6 against f64, so 1e-5 absolute + 1e-5 relative. The summation
-//! order itself is checked bit-exactly against a CPU f32 sum in increasing
-//! position order.
+//! order itself is checked bit-exactly against a CPU f32 sum in the
+//! kernel's order (increasing position, split at the scatter's chunks).
 
 use crate::common::*;
 use kiln::kernels::embedding::{embedding_backward, embedding_forward};
+use kiln::kernels::scatter::chunk_len;
 use kiln::reference::embedding as r;
 
 struct Case {
@@ -23,8 +24,7 @@ struct Case {
 }
 
 // B = 1 and 3, T < maxT and T = maxT, C = 1, 7, 65, small V (many repeats),
-// and N = B·T = 300 crossing the 64-position tiles of the rank pass and the
-// 256-position chunks of the place pass.
+// and N = B·T = 300 crossing the 64-position chunks of the segmented sum.
 const CASES: [Case; 5] = [
     Case {
         b: 1,
@@ -99,19 +99,13 @@ fn backward(
     (read(&dwte), read(&dwpe))
 }
 
-/// The same sums as the kernel in f32, in increasing position order.
+/// The same sums as the kernel in f32, in its order: each token's rows in
+/// increasing position order, restarted at the scatter's chunk borders
+/// (`reference::scatter::segment_sum_f32`); dwpe over b in order.
 fn f32_sums(tok: &[i32], case: &Case, dout: &[f32], dwte: &mut [f32], dwpe: &mut [f32]) {
     let Case { b, t, v, c, .. } = *case;
-    let mut gte = vec![0f32; v * c];
+    kiln::reference::scatter::segment_sum_f32(tok, dout, v, c, chunk_len(b * t), dwte);
     let mut gpe = vec![0f32; t * c];
-    for i in 0..b * t {
-        for k in 0..c {
-            let g = dout[i * c + k];
-            if tok[i] >= 0 && (tok[i] as usize) < v {
-                gte[tok[i] as usize * c + k] += g;
-            }
-        }
-    }
     for tt in 0..t {
         for k in 0..c {
             for bb in 0..b {
@@ -119,7 +113,6 @@ fn f32_sums(tok: &[i32], case: &Case, dout: &[f32], dwte: &mut [f32], dwpe: &mut
             }
         }
     }
-    dwte.iter_mut().zip(&gte).for_each(|(d, g)| *d += g);
     dwpe.iter_mut().zip(&gpe).for_each(|(d, g)| *d += g);
 }
 

@@ -36,6 +36,8 @@ shaders!(
     "adamw",
     "attention",
     "accuracy",
+    "scatter",
+    "layout",
 );
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -453,6 +453,119 @@ fn cases() -> Vec<OpCase> {
                 Ok(x)
             },
         },
+        OpCase {
+            name: "embedding",
+            apply: |d| {
+                // Two lookups into one table (its gradient accumulates),
+                // ids [B, T] and [B·T]; id V is out of range (a zero row).
+                let (b, t, c) = (d.b, d.t, d.c);
+                let v = 5;
+                let table = d.param(&[v, c], 1.0);
+                let ids = d.ids(&[b, t], v + 1);
+                let e1 = d.g.embedding(ids, table)?;
+                let ids = d.ids(&[b * t], v + 1);
+                let e2 = d.g.embedding(ids, table)?;
+                let e2 = d.g.reshape(e2, &[b, t, c])?;
+                let x = d.pick();
+                let s = d.g.add(e1, e2)?;
+                d.g.add(s, x)
+            },
+        },
+        OpCase {
+            name: "segment_sum",
+            apply: |d| {
+                // B·T rows into B·T segments by random indices (repeats,
+                // empty segments, index B·T out of range: dropped).
+                let x = d.pick();
+                let (b, t, c) = (d.b, d.t, d.c);
+                let n = b * t;
+                let flat = d.g.reshape(x, &[n, c])?;
+                let idx = d.ids(&[n], n + 1);
+                let s = d.g.segment_sum(flat, idx, n)?;
+                d.g.reshape(s, &[b, t, c])
+            },
+        },
+        OpCase {
+            name: "gather_row",
+            apply: |d| {
+                // One row per sequence (index T: out of range, a zero row)
+                // in front of the rest of another tensor.
+                let (x, y) = (d.pick(), d.pick());
+                let (b, t, c) = (d.b, d.t, d.c);
+                let idx = d.ids(&[b], t + 1);
+                let row = d.g.gather_row(x, idx)?;
+                let row = d.g.reshape(row, &[b, 1, c])?;
+                let rest = d.g.slice(y, 1, 1, t - 1)?;
+                d.g.concat(&[row, rest], 1)
+            },
+        },
+        OpCase {
+            name: "slice",
+            apply: |d| {
+                // x[.., :k] ++ y[.., k:] along a random dimension: a slice at
+                // element 0 is a view, the other a copy; plus a select.
+                let (x, y) = (d.pick(), d.pick());
+                let shape = [d.b, d.t, d.c];
+                let mut dim = d.rng.below(3) as usize;
+                if shape[dim] == 1 {
+                    dim = 2;
+                }
+                let k = 1 + d.rng.below(shape[dim] as u64 - 1) as usize;
+                let a = d.g.slice(x, dim, 0, k)?;
+                let rest = d.g.slice(y, dim, k, shape[dim] - k)?;
+                let joined = d.g.concat(&[a, rest], dim)?;
+                let (b, t, c) = (d.b, d.t, d.c);
+                let last = d.g.select(x, 1, t - 1)?; // [B, C]
+                let last = d.g.reshape(last, &[b, 1, c])?;
+                let head = d.g.slice(joined, 1, 0, t - 1)?;
+                d.g.concat(&[head, last], 1)
+            },
+        },
+        OpCase {
+            name: "concat",
+            apply: |d| {
+                // A CLS token in front of x[:, :T-1], added to a tensor's
+                // first half joined with itself (one input twice).
+                let (x, y) = (d.pick(), d.pick());
+                let (b, t, c) = (d.b, d.t, d.c);
+                let cls = d.param(&[b, 1, c], 1.0);
+                let rest = d.g.slice(x, 1, 0, t - 1)?;
+                let z = d.g.concat(&[cls, rest], 1)?;
+                let half = d.g.slice(y, 2, 0, c / 2)?;
+                let twice = d.g.concat(&[half, half], 2)?;
+                d.g.add(z, twice)
+            },
+        },
+        OpCase {
+            name: "permute",
+            apply: |d| {
+                // A random non-identity permutation of [B, T, C] (a view when
+                // only size-1 axes move), seen again as [B, T, C].
+                let x = d.pick();
+                let (b, t, c) = (d.b, d.t, d.c);
+                let perms = [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+                let perm = perms[d.rng.below(5) as usize];
+                let y = d.g.permute(x, &perm)?;
+                let z = d.g.transpose(y, 0, 1)?;
+                d.g.reshape(z, &[b, t, c])
+            },
+        },
+        OpCase {
+            name: "patchify",
+            apply: |d| {
+                // x as NCHW images, 2×2 patches, a linear layer on the rows
+                // (a stride-2 convolution), back to [B, T, C].
+                let x = d.pick();
+                let (b, t, c) = (d.b, d.t, d.c);
+                let (h, w) = if (t * c) % 8 == 0 { (2, 4) } else { (2, 2) };
+                let ch = t * c / (h * w);
+                let img = d.g.reshape(x, &[b, ch, h, w])?;
+                let rows = d.g.patchify(img, 2)?;
+                let wt = d.param(&[ch * 4, ch * 4], 0.5);
+                let y = d.g.linear(rows, wt, None, false)?;
+                d.g.reshape(y, &[b, t, c])
+            },
+        },
     ]
 }
 

@@ -1,16 +1,14 @@
 //! Token + position embedding (`shaders/embedding.wgsl`): forward, and a
-//! deterministic scatter-add backward without atomics.
+//! deterministic backward without atomics (d(wte) by the sort-based
+//! scatter-add of [`scatter`]).
 
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::{check_dtype, check_f32, check_shape, check_u32};
+use super::{check_dtype, check_f32, check_shape, check_u32, scatter};
 use crate::runtime::{grid_1d, Arg, DType, Dispatch, Gpu, Kernel, Tensor};
 
 const WG: u32 = 256;
-/// The rank pass does O(N) work per thread over only N/WG workgroups; a
-/// smaller workgroup spreads it over 4× more compute units.
-const WG_RANK: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -121,11 +119,12 @@ pub fn embedding_forward(
 /// with T ≤ maxT (rows t ≥ T of dwpe are left untouched). Tokens outside
 /// [0, V) are skipped.
 ///
-/// Deterministic: every sum runs in increasing position order (b·T + t),
-/// with no atomics. Four dispatches to submit in order: rank (N² integer
-/// compares, N = B·T; ~67M at GPT-2's N = 8192), place (a stable counting
-/// sort of positions by token, one workgroup), dwte, dwpe. Scratch:
-/// 5·N u32, kept alive by the dispatches.
+/// Deterministic, no atomics: dwte is [`scatter::scatter_add_rows`] (sort
+/// the (token, position) pairs once, then sum each token's rows in
+/// increasing position order, split at fixed chunk borders), dwpe one
+/// thread per (t, c) summing over b in order. Dispatches, in order: the
+/// sort ([`scatter::sort_passes`]`(B·T)`), two for the dwte sums, one for
+/// dwpe.
 pub fn embedding_backward(
     gpu: &Gpu,
     tokens: &Tensor,
@@ -147,47 +146,18 @@ pub fn embedding_backward(
         }
     }
     let p = params(OP, b, t, c, v)?;
-    let pb = bytemuck::bytes_of(&p);
-    let n = p.n as usize;
-    let max_wg = gpu.limits().max_compute_workgroups_per_dimension;
-    // info [4, N]: first, rank, count, start; perm [N].
-    let info = gpu.empty(&[4, n], DType::U32)?;
-    let perm = gpu.empty(&[n], DType::U32)?;
-    let rank = gpu.dispatch(
-        &Kernel::new("embedding", "rank").constant("WG", WG_RANK),
-        &[Arg::Uniform(pb), Arg::Read(tokens), Arg::ReadWrite(&info)],
-        grid_1d(p.n.div_ceil(WG_RANK), max_wg),
-    )?;
-    let place = gpu.dispatch(
-        &kernel("place"),
-        &[
-            Arg::Uniform(pb),
-            Arg::ReadWrite(&info),
-            Arg::ReadWrite(&perm),
-        ],
-        [1, 1, 1],
-    )?;
-    let sum_wte = gpu.dispatch(
-        &kernel("dwte_sum"),
-        &[
-            Arg::Uniform(pb),
-            Arg::Read(tokens),
-            Arg::ReadWrite(&info),
-            Arg::Read(&perm),
-            Arg::Read(dout),
-            Arg::ReadWrite(dwte),
-        ],
-        grid_1d(p.n, max_wg),
-    )?;
-    let sum_wpe = gpu.dispatch(
+    let mut out = scatter::scatter_add_rows(gpu, tokens, dout, dwte, true)?;
+    out.push(gpu.dispatch(
         &kernel("dwpe_sum"),
-        &[Arg::Uniform(pb), Arg::Read(dout), Arg::ReadWrite(dwpe)],
-        grid_1d((p.t * p.c).div_ceil(WG), max_wg),
-    )?;
-    Ok(vec![
-        rank.keep(info.clone()),
-        place.keep(info.clone()).keep(perm.clone()),
-        sum_wte.keep(info).keep(perm),
-        sum_wpe,
-    ])
+        &[
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+            Arg::Read(dout),
+            Arg::ReadWrite(dwpe),
+        ],
+        grid_1d(
+            (p.t * p.c).div_ceil(WG),
+            gpu.limits().max_compute_workgroups_per_dimension,
+        ),
+    )?);
+    Ok(out)
 }

@@ -17,10 +17,12 @@ pub mod heads;
 pub mod kldiv;
 pub mod l2norm;
 pub mod layernorm;
+pub mod layout;
 pub mod matmul;
 pub mod mse;
 pub mod pooling;
 pub mod reduce;
+pub mod scatter;
 pub mod softmax;
 
 use anyhow::{bail, Result};
