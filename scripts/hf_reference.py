@@ -51,11 +51,32 @@ def adamw_losses(model, batch, loss_of, decay_names, lr=1e-3):
     return out
 
 
+def saved_names(model, path):
+    """named_parameters() name -> the name save_pretrained wrote it under.
+    transformers 5 renames some modules internally (ViT's q_proj, ...) and
+    converts back to the published checkpoint names when saving; match the
+    tensors by value (random initialisations are unique)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(path)
+    out = {}
+    for n, p in model.named_parameters():
+        if n in saved and torch.equal(saved[n], p.detach().float()):
+            out[n] = n
+            continue
+        hits = [k for k, v in saved.items() if v.shape == p.shape and torch.equal(v, p.detach().float())]
+        if len(hits) != 1:
+            raise SystemExit(f"cannot tell which saved tensor {n} is: {hits}")
+        out[n] = hits[0]
+    return out
+
+
 def write_case(out_dir, name, model, batch, loss_of, outputs_of, decay_names, meta=None):
     d = os.path.join(out_dir, name)
     os.makedirs(d, exist_ok=True)
     model = model.float()
     model.save_pretrained(d, safe_serialization=True)
+    names = saved_names(model, os.path.join(d, "model.safetensors"))
     m64 = model.double()
     m64.train(False)
     b64 = {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
@@ -69,7 +90,7 @@ def write_case(out_dir, name, model, batch, loss_of, outputs_of, decay_names, me
         tensors["batch." + k] = (v.float() if v.is_floating_point() else v.int()).contiguous()
     for n, p in m64.named_parameters():
         if p.grad is not None:
-            tensors["grad." + n] = p.grad.detach().float().contiguous()
+            tensors["grad." + names[n]] = p.grad.detach().float().contiguous()
     tensors["losses"] = torch.tensor(adamw_losses(m64, b64, loss_of, decay_names), dtype=torch.float32)
     info = {"steps": str(STEPS), "lr": "0.001", "weight_decay": "0.1", "grad_clip": "1.0"}
     info.update({k: str(v) for k, v in (meta or {}).items()})

@@ -442,6 +442,21 @@ fn cases() -> Vec<OpCase> {
             },
         },
         OpCase {
+            name: "broadcast_to",
+            apply: |d| {
+                // A [1, 1, C] token repeated over the batch and a [T, 1] column
+                // over the channels, added to x.
+                let (b, t, c) = (d.b, d.t, d.c);
+                let tok = d.param(&[1, 1, c], 1.0);
+                let col = d.param(&[t, 1], 1.0);
+                let x = d.pick();
+                let tb = d.g.broadcast_to(tok, &[b, t, c])?;
+                let cb = d.g.broadcast_to(col, &[b, t, c])?;
+                let s = d.g.add(tb, cb)?;
+                d.g.add(s, x)
+            },
+        },
+        OpCase {
             name: "accuracy",
             apply: |d| {
                 // A metric as a loss term: piecewise constant, no gradient.

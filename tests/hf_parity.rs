@@ -193,3 +193,22 @@ fn gpt2_saved_by_hugging_face_with_defaults_matches_in_both_attention_paths() {
     check_case("gpt2_default", AttentionImpl::Fused);
     check_case("gpt2_default", AttentionImpl::Unfused);
 }
+
+#[test]
+fn bert_for_masked_lm_matches_with_padding_and_token_types() {
+    check_case("bert_small", AttentionImpl::Fused);
+    check_case("bert_small", AttentionImpl::Unfused);
+    check_case("bert_wide", AttentionImpl::Fused);
+}
+
+#[test]
+fn vit_for_image_classification_matches_on_grey_and_rgb_images() {
+    check_case("vit_grey", AttentionImpl::Fused);
+    check_case("vit_rgb", AttentionImpl::Unfused);
+}
+
+#[test]
+fn clip_model_matches_with_padding_and_eos_pooling() {
+    check_case("clip_small", AttentionImpl::Fused);
+    check_case("clip_rgb", AttentionImpl::Unfused);
+}

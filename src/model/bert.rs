@@ -101,7 +101,8 @@ impl BertConfig {
             "BERT config: sizes must be positive"
         );
         ensure!(
-            self.num_attention_heads > 0 && self.hidden_size.is_multiple_of(self.num_attention_heads),
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
             "BERT config: hidden_size ({}) must be divisible by num_attention_heads ({})",
             self.hidden_size,
             self.num_attention_heads
@@ -152,11 +153,7 @@ impl Bert {
 
     /// The encoder (`bert.*`): [B, T] ids → hidden states [B, T, H]. Shared
     /// with the sequence-classification head.
-    pub fn encode(
-        &self,
-        g: &mut Graph,
-        inputs: &BTreeMap<String, TensorId>,
-    ) -> Result<TensorId> {
+    pub fn encode(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<TensorId> {
         let c = &self.cfg;
         let ids = *inputs
             .get("input_ids")
@@ -174,7 +171,10 @@ impl Bert {
             c.max_position_embeddings
         );
         let mask = inputs.get("attention_mask").copied();
-        for (name, x) in [("attention_mask", mask), ("token_type_ids", inputs.get("token_type_ids").copied())] {
+        for (name, x) in [
+            ("attention_mask", mask),
+            ("token_type_ids", inputs.get("token_type_ids").copied()),
+        ] {
             if let Some(x) = x {
                 ensure!(
                     g.shape(x) == [b, t] && g.dtype(x) == DType::I32,
@@ -190,13 +190,15 @@ impl Bert {
         let act = Activation::from_hf(&c.hidden_act)?;
         let vb = Vb::root().pp("bert");
         let e = vb.pp("embeddings");
-        let words = e.pp("word_embeddings").param(g, "weight", &[c.vocab_size, h], std)?;
-        let positions = e
-            .pp("position_embeddings")
-            .param(g, "weight", &[c.max_position_embeddings, h], std)?;
-        let types = e
-            .pp("token_type_embeddings")
-            .param(g, "weight", &[c.type_vocab_size, h], std)?;
+        let words = e
+            .pp("word_embeddings")
+            .param(g, "weight", &[c.vocab_size, h], std)?;
+        let positions =
+            e.pp("position_embeddings")
+                .param(g, "weight", &[c.max_position_embeddings, h], std)?;
+        let types =
+            e.pp("token_type_embeddings")
+                .param(g, "weight", &[c.type_vocab_size, h], std)?;
         let ln = LayerNorm::new(g, &e.pp("LayerNorm"), h, eps)?;
         // embeddings = (words + token types) + positions, as Hugging Face adds them.
         let mut x = g.embedding(ids, words)?;
@@ -221,8 +223,22 @@ impl Bert {
             let v = Linear::new(g, &at.pp("self").pp("value"), h, h, true, std)?;
             let o = Linear::new(g, &at.pp("output").pp("dense"), h, h, true, std)?;
             let ln1 = LayerNorm::new(g, &at.pp("output").pp("LayerNorm"), h, eps)?;
-            let up = Linear::new(g, &lv.pp("intermediate").pp("dense"), h, c.intermediate_size, true, std)?;
-            let down = Linear::new(g, &lv.pp("output").pp("dense"), c.intermediate_size, h, true, std)?;
+            let up = Linear::new(
+                g,
+                &lv.pp("intermediate").pp("dense"),
+                h,
+                c.intermediate_size,
+                true,
+                std,
+            )?;
+            let down = Linear::new(
+                g,
+                &lv.pp("output").pp("dense"),
+                c.intermediate_size,
+                h,
+                true,
+                std,
+            )?;
             let ln2 = LayerNorm::new(g, &lv.pp("output").pp("LayerNorm"), h, eps)?;
             // x = LN(dropout(o(attention(x))) + x)
             let (qx, kx, vx) = (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?);
@@ -328,7 +344,11 @@ impl Model for Bert {
             }
         }
         if let Ok(l) = batch.i32("labels") {
-            if let Some((i, bad)) = l.iter().enumerate().find(|(_, x)| !((0..v).contains(*x) || **x == -100)) {
+            if let Some((i, bad)) = l
+                .iter()
+                .enumerate()
+                .find(|(_, x)| !((0..v).contains(*x) || **x == -100))
+            {
                 bail!("labels[{i}] = {bad} is neither a token id in [0, {v}) nor −100 (not predicted)");
             }
         }

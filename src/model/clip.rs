@@ -104,8 +104,18 @@ impl ClipConfig {
     pub fn validate(&self) -> Result<()> {
         let (t, v) = (&self.text_config, &self.vision_config);
         for (what, h, heads, layers) in [
-            ("text", t.hidden_size, t.num_attention_heads, t.num_hidden_layers),
-            ("vision", v.hidden_size, v.num_attention_heads, v.num_hidden_layers),
+            (
+                "text",
+                t.hidden_size,
+                t.num_attention_heads,
+                t.num_hidden_layers,
+            ),
+            (
+                "vision",
+                v.hidden_size,
+                v.num_attention_heads,
+                v.num_hidden_layers,
+            ),
         ] {
             ensure!(
                 h > 0 && layers > 0 && heads > 0 && h.is_multiple_of(heads),
@@ -117,7 +127,9 @@ impl ClipConfig {
             "CLIP config: vocab_size, max_position_embeddings and projection_dim must be positive"
         );
         ensure!(
-            v.patch_size > 0 && v.image_size >= v.patch_size && v.image_size.is_multiple_of(v.patch_size),
+            v.patch_size > 0
+                && v.image_size >= v.patch_size
+                && v.image_size.is_multiple_of(v.patch_size),
             "CLIP vision config: image_size ({}) must be a positive multiple of patch_size ({})",
             v.image_size,
             v.patch_size
@@ -206,10 +218,12 @@ impl Clip {
         let std = Init::Normal(0.02 * f);
         let vb = Vb::root().pp("text_model");
         let e = vb.pp("embeddings");
-        let tok = e.pp("token_embedding").param(g, "weight", &[t.vocab_size, h], std)?;
-        let pos = e
-            .pp("position_embedding")
-            .param(g, "weight", &[t.max_position_embeddings, h], std)?;
+        let tok = e
+            .pp("token_embedding")
+            .param(g, "weight", &[t.vocab_size, h], std)?;
+        let pos =
+            e.pp("position_embedding")
+                .param(g, "weight", &[t.max_position_embeddings, h], std)?;
         let mut x = g.embedding(ids, tok)?;
         let p = g.slice(pos, 0, 0, s[1])?;
         x = g.add(x, p)?;
@@ -264,9 +278,18 @@ impl Clip {
         let std = Init::Normal(0.02 * f);
         let vb = Vb::root().pp("vision_model");
         let e = vb.pp("embeddings");
-        let class = e.param(g, "class_embedding", &[h], Init::Normal((h as f32).powf(-0.5) * f))?;
-        let w = e.pp("patch_embedding").param(g, "weight", &[h, ch, p, p], std)?;
-        let pos = e.pp("position_embedding").param(g, "weight", &[n + 1, h], std)?;
+        let class = e.param(
+            g,
+            "class_embedding",
+            &[h],
+            Init::Normal((h as f32).powf(-0.5) * f),
+        )?;
+        let w = e
+            .pp("patch_embedding")
+            .param(g, "weight", &[h, ch, p, p], std)?;
+        let pos = e
+            .pp("position_embedding")
+            .param(g, "weight", &[n + 1, h], std)?;
         let patches = g.patchify(pixels, p)?;
         let w2 = g.reshape(w, &[h, ch * p * p])?;
         let x = g.linear(patches, w2, None, true)?;
@@ -293,7 +316,8 @@ impl Clip {
         }
         let cls = g.slice(x, 1, 0, 1)?;
         let cls = g.reshape(cls, &[b, h])?;
-        let cls = LayerNorm::new(g, &vb.pp("post_layernorm"), h, v.layer_norm_eps)?.forward(g, cls)?;
+        let cls =
+            LayerNorm::new(g, &vb.pp("post_layernorm"), h, v.layer_norm_eps)?.forward(g, cls)?;
         let proj = Linear::new(
             g,
             &Vb::root().pp("visual_projection"),
@@ -365,19 +389,23 @@ impl Model for Clip {
             Some(&ids) => {
                 let eos = get(EOS_INDEX)?;
                 let t = self.text_features(g, ids, inputs.get("attention_mask").copied(), eos)?;
-                Some(g.l2_normalize(t, 0.0)?)
+                Some(g.l2_normalize(t, 1e-12)?)
             }
             None => None,
         };
         let image = match inputs.get("pixel_values") {
             Some(&px) => {
                 let i = self.image_features(g, px)?;
-                Some(g.l2_normalize(i, 0.0)?)
+                Some(g.l2_normalize(i, 1e-12)?)
             }
             None => None,
         };
         // logit_scale is declared even for one tower, so checkpoints agree.
-        let scale = g.param("logit_scale", &[], Init::Const(self.cfg.logit_scale_init_value))?;
+        let scale = g.param(
+            "logit_scale",
+            &[],
+            Init::Const(self.cfg.logit_scale_init_value),
+        )?;
         if let Some(t) = text {
             out.tensors.insert("text_embeds".into(), t);
         }
@@ -407,7 +435,8 @@ impl Model for Clip {
             let li = g.cross_entropy(per_image, pairs, -100)?;
             out.losses.push(("text_loss".into(), lt, 0.5));
             out.losses.push(("image_loss".into(), li, 0.5));
-            out.metrics.push(("accuracy".into(), g.accuracy(per_image, pairs, -100)?));
+            out.metrics
+                .push(("accuracy".into(), g.accuracy(per_image, pairs, -100)?));
         }
         Ok(out)
     }

@@ -7,8 +7,11 @@
 //! Adding a model: a file here with its config (serde, HF field names), an
 //! implementation of [`Model`], and a line in [`from_config_json`].
 
+pub mod bert;
+pub mod clip;
 pub mod gpt2;
 pub mod vb;
+pub mod vit;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -96,9 +99,13 @@ pub fn from_config_json(v: &serde_json::Value) -> Result<Arc<dyn Model>> {
         .unwrap_or("gpt2");
     match ty {
         "gpt2" => Ok(Arc::new(gpt2::Gpt2::from_config_json(v)?)),
-        other => {
-            bail!("config.json describes a {other:?} model; Kiln knows gpt2 (GPT2LMHeadModel)")
-        }
+        "bert" => Ok(Arc::new(bert::Bert::from_config_json(v)?)),
+        "vit" => Ok(Arc::new(vit::Vit::from_config_json(v)?)),
+        "clip" => Ok(Arc::new(clip::Clip::from_config_json(v)?)),
+        other => bail!(
+            "config.json describes a {other:?} model; Kiln knows gpt2 (GPT2LMHeadModel), \
+             bert (BertForMaskedLM), vit (ViTForImageClassification) and clip (CLIPModel)"
+        ),
     }
 }
 

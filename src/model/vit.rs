@@ -131,7 +131,8 @@ impl VitConfig {
             "ViT config: sizes must be positive"
         );
         ensure!(
-            self.num_attention_heads > 0 && self.hidden_size.is_multiple_of(self.num_attention_heads),
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
             "ViT config: hidden_size ({}) must be divisible by num_attention_heads ({})",
             self.hidden_size,
             self.num_attention_heads
@@ -175,8 +176,12 @@ impl Vit {
     }
 
     pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
-        if v.get("encoder_stride").is_some() && v.get("use_mask_token").and_then(|x| x.as_bool()) == Some(true) {
-            bail!("config.json asks for a mask token (masked image modelling); Kiln's ViT classifies");
+        if v.get("encoder_stride").is_some()
+            && v.get("use_mask_token").and_then(|x| x.as_bool()) == Some(true)
+        {
+            bail!(
+                "config.json asks for a mask token (masked image modelling); Kiln's ViT classifies"
+            );
         }
         let cfg: VitConfig = serde_json::from_value(with_labels(v.clone()))
             .map_err(|e| anyhow!("config.json is not a valid ViT config: {e}"))?;
@@ -230,8 +235,22 @@ impl Vit {
             let k = Linear::new(g, &at.pp("attention").pp("key"), h, h, c.qkv_bias, std)?;
             let v = Linear::new(g, &at.pp("attention").pp("value"), h, h, c.qkv_bias, std)?;
             let o = Linear::new(g, &at.pp("output").pp("dense"), h, h, true, std)?;
-            let up = Linear::new(g, &lv.pp("intermediate").pp("dense"), h, c.intermediate_size, true, std)?;
-            let down = Linear::new(g, &lv.pp("output").pp("dense"), c.intermediate_size, h, true, std)?;
+            let up = Linear::new(
+                g,
+                &lv.pp("intermediate").pp("dense"),
+                h,
+                c.intermediate_size,
+                true,
+                std,
+            )?;
+            let down = Linear::new(
+                g,
+                &lv.pp("output").pp("dense"),
+                c.intermediate_size,
+                h,
+                true,
+                std,
+            )?;
             let ln_before = LayerNorm::new(g, &lv.pp("layernorm_before"), h, eps)?;
             let ln_after = LayerNorm::new(g, &lv.pp("layernorm_after"), h, eps)?;
             // x = o(attention(ln_before(x))) + x
@@ -341,7 +360,8 @@ impl Model for Vit {
                 g.mse_loss(logits, y)?
             } else {
                 let loss = g.cross_entropy(logits, labels, -100)?;
-                out.metrics.push(("accuracy".into(), g.accuracy(logits, labels, -100)?));
+                out.metrics
+                    .push(("accuracy".into(), g.accuracy(logits, labels, -100)?));
                 loss
             };
             out.losses.push(("loss".into(), loss, 1.0));
@@ -358,7 +378,11 @@ impl Model for Vit {
         let n = self.cfg.num_labels() as i32;
         if n > 1 {
             if let Ok(l) = batch.i32("labels") {
-                if let Some((i, bad)) = l.iter().enumerate().find(|(_, x)| !((0..n).contains(*x) || **x == -100)) {
+                if let Some((i, bad)) = l
+                    .iter()
+                    .enumerate()
+                    .find(|(_, x)| !((0..n).contains(*x) || **x == -100))
+                {
                     bail!("labels[{i}] = {bad} is not a class id in [0, {n})");
                 }
             }

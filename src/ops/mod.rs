@@ -12,6 +12,7 @@ pub mod accuracy;
 pub mod activation;
 pub mod add;
 pub mod attention;
+pub mod broadcast_to;
 pub mod concat;
 pub mod cross_entropy;
 pub mod dropout;
