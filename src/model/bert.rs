@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
@@ -214,48 +215,22 @@ impl Bert {
         x = g.add(x, pos)?;
         x = ln.forward(g, x)?;
         x = g.dropout(x, c.hidden_dropout_prob)?;
-        let heads = c.num_attention_heads;
-        for l in 0..c.num_hidden_layers {
-            let lv = vb.pp("encoder").pp("layer").pp(l);
-            let at = lv.pp("attention");
-            let q = Linear::new(g, &at.pp("self").pp("query"), h, h, true, std)?;
-            let k = Linear::new(g, &at.pp("self").pp("key"), h, h, true, std)?;
-            let v = Linear::new(g, &at.pp("self").pp("value"), h, h, true, std)?;
-            let o = Linear::new(g, &at.pp("output").pp("dense"), h, h, true, std)?;
-            let ln1 = LayerNorm::new(g, &at.pp("output").pp("LayerNorm"), h, eps)?;
-            let up = Linear::new(
-                g,
-                &lv.pp("intermediate").pp("dense"),
-                h,
-                c.intermediate_size,
-                true,
-                std,
-            )?;
-            let down = Linear::new(
-                g,
-                &lv.pp("output").pp("dense"),
-                c.intermediate_size,
-                h,
-                true,
-                std,
-            )?;
-            let ln2 = LayerNorm::new(g, &lv.pp("output").pp("LayerNorm"), h, eps)?;
-            // x = LN(dropout(o(attention(x))) + x)
-            let (qx, kx, vx) = (q.forward(g, x)?, k.forward(g, x)?, v.forward(g, x)?);
-            let a = g.attention(qx, kx, vx, heads, false, mask)?;
-            let a = o.forward(g, a)?;
-            let a = g.dropout(a, c.hidden_dropout_prob)?;
-            let r = g.add(a, x)?;
-            x = ln1.forward(g, r)?;
-            // x = LN(dropout(down(act(up(x)))) + x)
-            let m = up.forward(g, x)?;
-            let m = g.activation(m, act);
-            let m = down.forward(g, m)?;
-            let m = g.dropout(m, c.hidden_dropout_prob)?;
-            let r = g.add(m, x)?;
-            x = ln2.forward(g, r)?;
-        }
-        Ok(x)
+        let spec = LayerSpec {
+            hidden: h,
+            inner: c.intermediate_size,
+            heads: c.num_attention_heads,
+            eps,
+            act,
+            norm: Norm::Post,
+            causal: false,
+            qkv_bias: true,
+            dropout: c.hidden_dropout_prob,
+            init: std,
+            init_out: std,
+        };
+        let names = LayerNames::BERT;
+        let layers = vb.pp("encoder").pp("layer");
+        encoder(g, &layers, c.num_hidden_layers, &names, spec, x, mask)
     }
 }
 

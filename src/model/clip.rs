@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
@@ -145,11 +146,12 @@ pub struct Clip {
     pub cfg: ClipConfig,
 }
 
-/// A pre-LayerNorm transformer layer as CLIP writes it.
+/// CLIP's pre-LayerNorm layers (no dropout).
 #[allow(clippy::too_many_arguments)]
-fn encoder_layer(
+fn layers(
     g: &mut Graph,
     vb: &Vb,
+    n: usize,
     x: TensorId,
     h: usize,
     inner: usize,
@@ -160,25 +162,28 @@ fn encoder_layer(
     causal: bool,
     mask: Option<TensorId>,
 ) -> Result<TensorId> {
-    let sa = vb.pp("self_attn");
-    let q = Linear::new(g, &sa.pp("q_proj"), h, h, true, std)?;
-    let k = Linear::new(g, &sa.pp("k_proj"), h, h, true, std)?;
-    let v = Linear::new(g, &sa.pp("v_proj"), h, h, true, std)?;
-    let o = Linear::new(g, &sa.pp("out_proj"), h, h, true, std)?;
-    let ln1 = LayerNorm::new(g, &vb.pp("layer_norm1"), h, eps)?;
-    let fc1 = Linear::new(g, &vb.pp("mlp").pp("fc1"), h, inner, true, std)?;
-    let fc2 = Linear::new(g, &vb.pp("mlp").pp("fc2"), inner, h, true, std)?;
-    let ln2 = LayerNorm::new(g, &vb.pp("layer_norm2"), h, eps)?;
-    let a = ln1.forward(g, x)?;
-    let (qx, kx, vx) = (q.forward(g, a)?, k.forward(g, a)?, v.forward(g, a)?);
-    let a = g.attention(qx, kx, vx, heads, causal, mask)?;
-    let a = o.forward(g, a)?;
-    let x = g.add(x, a)?;
-    let m = ln2.forward(g, x)?;
-    let m = fc1.forward(g, m)?;
-    let m = g.activation(m, act);
-    let m = fc2.forward(g, m)?;
-    g.add(x, m)
+    let spec = LayerSpec {
+        hidden: h,
+        inner,
+        heads,
+        eps,
+        act,
+        norm: Norm::Pre,
+        causal,
+        qkv_bias: true,
+        dropout: 0.0,
+        init: std,
+        init_out: std,
+    };
+    encoder(
+        g,
+        &vb.pp("encoder").pp("layers"),
+        n,
+        &LayerNames::CLIP,
+        spec,
+        x,
+        mask,
+    )
 }
 
 impl Clip {
@@ -228,21 +233,21 @@ impl Clip {
         let p = g.slice(pos, 0, 0, s[1])?;
         x = g.add(x, p)?;
         let act = Activation::from_hf(&t.hidden_act)?;
-        for l in 0..t.num_hidden_layers {
-            x = encoder_layer(
-                g,
-                &vb.pp("encoder").pp("layers").pp(l),
-                x,
-                h,
-                t.intermediate_size,
-                t.num_attention_heads,
-                t.layer_norm_eps,
-                act,
-                std,
-                true,
-                mask,
-            )?;
-        }
+        let (inner, heads, eps) = (t.intermediate_size, t.num_attention_heads, t.layer_norm_eps);
+        x = layers(
+            g,
+            &vb,
+            t.num_hidden_layers,
+            x,
+            h,
+            inner,
+            heads,
+            eps,
+            act,
+            std,
+            true,
+            mask,
+        )?;
         x = LayerNorm::new(g, &vb.pp("final_layer_norm"), h, t.layer_norm_eps)?.forward(g, x)?;
         let pooled = g.gather_row(x, eos)?;
         let proj = Linear::new(
@@ -299,21 +304,21 @@ impl Clip {
         let mut x = g.add(x, pos)?;
         x = LayerNorm::new(g, &vb.pp("pre_layrnorm"), h, v.layer_norm_eps)?.forward(g, x)?;
         let act = Activation::from_hf(&v.hidden_act)?;
-        for l in 0..v.num_hidden_layers {
-            x = encoder_layer(
-                g,
-                &vb.pp("encoder").pp("layers").pp(l),
-                x,
-                h,
-                v.intermediate_size,
-                v.num_attention_heads,
-                v.layer_norm_eps,
-                act,
-                std,
-                false,
-                None,
-            )?;
-        }
+        let (inner, heads, eps) = (v.intermediate_size, v.num_attention_heads, v.layer_norm_eps);
+        x = layers(
+            g,
+            &vb,
+            v.num_hidden_layers,
+            x,
+            h,
+            inner,
+            heads,
+            eps,
+            act,
+            std,
+            false,
+            None,
+        )?;
         let cls = g.slice(x, 1, 0, 1)?;
         let cls = g.reshape(cls, &[b, h])?;
         let cls =

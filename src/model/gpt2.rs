@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use super::vb::{LayerNorm, Linear, Mlp, Vb};
+use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
+use super::vb::{LayerNorm, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
 use crate::graph::{Graph, Init, TensorId};
@@ -278,32 +279,22 @@ impl Model for Gpt2 {
         let wpe = vb
             .pp("wpe")
             .param_decay(g, "weight", &[c.n_positions, e], std, false)?;
-        let mut x = g.token_position_embedding(ids, wte, wpe)?;
-        x = g.dropout(x, c.embd_pdrop)?;
-        for l in 0..c.n_layer {
-            let h = vb.pp("h").pp(l);
-            let ln_1 = LayerNorm::new(g, &h.pp("ln_1"), e, eps)?;
-            let c_attn = Linear::conv1d(g, &h.pp("attn").pp("c_attn"), e, 3 * e, std)?;
-            let c_proj = Linear::conv1d(g, &h.pp("attn").pp("c_proj"), e, e, resid)?;
-            let ln_2 = LayerNorm::new(g, &h.pp("ln_2"), e, eps)?;
-            let mlp = Mlp {
-                up: Linear::conv1d(g, &h.pp("mlp").pp("c_fc"), e, c.inner(), std)?,
-                down: Linear::conv1d(g, &h.pp("mlp").pp("c_proj"), c.inner(), e, resid)?,
-                act,
-            };
-            // x = x + proj(attention(ln_1(x)))
-            let a = ln_1.forward(g, x)?;
-            let qkv = c_attn.forward(g, a)?;
-            let a = g.self_attention(qkv, c.n_head, true)?;
-            let a = c_proj.forward(g, a)?;
-            let a = g.dropout(a, c.resid_pdrop)?;
-            x = g.add(x, a)?;
-            // x = x + mlp(ln_2(x))
-            let m = ln_2.forward(g, x)?;
-            let m = mlp.forward(g, m)?;
-            let m = g.dropout(m, c.resid_pdrop)?;
-            x = g.add(x, m)?;
-        }
+        let x = g.token_position_embedding(ids, wte, wpe)?;
+        let x = g.dropout(x, c.embd_pdrop)?;
+        let spec = LayerSpec {
+            hidden: e,
+            inner: c.inner(),
+            heads: c.n_head,
+            eps,
+            act,
+            norm: Norm::Pre,
+            causal: true,
+            qkv_bias: true,
+            dropout: c.resid_pdrop,
+            init: std,
+            init_out: resid,
+        };
+        let x = encoder(g, &vb.pp("h"), c.n_layer, &LayerNames::GPT2, spec, x, None)?;
         let x = LayerNorm::new(g, &vb.pp("ln_f"), e, eps)?.forward(g, x)?;
         // LM head: tied to the token embedding (logits = x·wteᵀ), or its own.
         let head = if c.tie_word_embeddings {

@@ -10,6 +10,7 @@
 pub mod bert;
 pub mod clip;
 pub mod gpt2;
+pub mod transformer;
 pub mod vb;
 pub mod vit;
 

@@ -8,7 +8,6 @@ use std::fmt::Display;
 use anyhow::Result;
 
 use crate::graph::{Graph, Init, TensorId};
-use crate::ops::Activation;
 
 /// A scoped parameter name prefix.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -134,21 +133,5 @@ impl LayerNorm {
 
     pub fn forward(&self, g: &mut Graph, x: TensorId) -> Result<TensorId> {
         g.layernorm(x, self.weight, self.bias, self.eps)
-    }
-}
-
-/// Two dense layers with an activation between them (a transformer MLP).
-#[derive(Clone, Copy, Debug)]
-pub struct Mlp {
-    pub up: Linear,
-    pub down: Linear,
-    pub act: Activation,
-}
-
-impl Mlp {
-    pub fn forward(&self, g: &mut Graph, x: TensorId) -> Result<TensorId> {
-        let h = self.up.forward(g, x)?;
-        let h = g.activation(h, self.act);
-        self.down.forward(g, h)
     }
 }

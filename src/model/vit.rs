@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
@@ -225,49 +226,30 @@ impl Vit {
         let x = g.linear(patches, w2, Some(bias), true)?;
         let cls = g.broadcast_to(cls, &[b, 1, h])?;
         let x = g.concat(&[cls, x], 1)?;
-        let mut x = g.add(x, pos)?;
-        x = g.dropout(x, c.hidden_dropout_prob)?;
-        let heads = c.num_attention_heads;
-        for l in 0..c.num_hidden_layers {
-            let lv = vb.pp("encoder").pp("layer").pp(l);
-            let at = lv.pp("attention");
-            let q = Linear::new(g, &at.pp("attention").pp("query"), h, h, c.qkv_bias, std)?;
-            let k = Linear::new(g, &at.pp("attention").pp("key"), h, h, c.qkv_bias, std)?;
-            let v = Linear::new(g, &at.pp("attention").pp("value"), h, h, c.qkv_bias, std)?;
-            let o = Linear::new(g, &at.pp("output").pp("dense"), h, h, true, std)?;
-            let up = Linear::new(
-                g,
-                &lv.pp("intermediate").pp("dense"),
-                h,
-                c.intermediate_size,
-                true,
-                std,
-            )?;
-            let down = Linear::new(
-                g,
-                &lv.pp("output").pp("dense"),
-                c.intermediate_size,
-                h,
-                true,
-                std,
-            )?;
-            let ln_before = LayerNorm::new(g, &lv.pp("layernorm_before"), h, eps)?;
-            let ln_after = LayerNorm::new(g, &lv.pp("layernorm_after"), h, eps)?;
-            // x = o(attention(ln_before(x))) + x
-            let a = ln_before.forward(g, x)?;
-            let (qx, kx, vx) = (q.forward(g, a)?, k.forward(g, a)?, v.forward(g, a)?);
-            let a = g.attention(qx, kx, vx, heads, false, None)?;
-            let a = o.forward(g, a)?;
-            let a = g.dropout(a, c.hidden_dropout_prob)?;
-            x = g.add(a, x)?;
-            // x = down(act(up(ln_after(x)))) + x
-            let m = ln_after.forward(g, x)?;
-            let m = up.forward(g, m)?;
-            let m = g.activation(m, act);
-            let m = down.forward(g, m)?;
-            let m = g.dropout(m, c.hidden_dropout_prob)?;
-            x = g.add(m, x)?;
-        }
+        let x = g.add(x, pos)?;
+        let x = g.dropout(x, c.hidden_dropout_prob)?;
+        let spec = LayerSpec {
+            hidden: h,
+            inner: c.intermediate_size,
+            heads: c.num_attention_heads,
+            eps,
+            act,
+            norm: Norm::Pre,
+            causal: false,
+            qkv_bias: c.qkv_bias,
+            dropout: c.hidden_dropout_prob,
+            init: std,
+            init_out: std,
+        };
+        let x = encoder(
+            g,
+            &vb.pp("encoder").pp("layer"),
+            c.num_hidden_layers,
+            &LayerNames::VIT,
+            spec,
+            x,
+            None,
+        )?;
         LayerNorm::new(g, &vb.pp("layernorm"), h, eps)?.forward(g, x)
     }
 }
