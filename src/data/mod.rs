@@ -15,6 +15,7 @@ pub mod batch;
 pub mod corpus;
 pub mod hf_tokenizer;
 pub mod loader;
+pub mod mlm;
 pub mod source;
 pub mod tokenizer;
 
