@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod corpus;
 pub mod hf_tokenizer;
+pub mod images;
 pub mod loader;
 pub mod mlm;
 pub mod source;
