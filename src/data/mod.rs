@@ -9,9 +9,14 @@
 //! - [`hf_tokenizer`]: Hugging Face tokenizers (WordPiece for BERT,
 //!   byte-level BPE for GPT-2 and CLIP) as `tokenizer.json`, and training them.
 //! - [`loader`]: train/validation split and deterministic, resumable batches.
-//! - [`source`]: the [`DataSource`] trait and causal LM (GPT) batches.
+//! - [`source`]: the [`DataSource`] trait and causal LM (GPT) batches;
+//!   [`mlm`]: masked LM (BERT); [`images`]: IDX image sets (Fashion-MNIST),
+//!   image classification (ViT) and PNG input; [`captions`]: image–caption
+//!   pairs and zero-shot prompts (CLIP). Batches use Hugging Face's forward
+//!   argument names and depend only on `(seed, index)`.
 
 pub mod batch;
+pub mod captions;
 pub mod corpus;
 pub mod hf_tokenizer;
 pub mod images;
