@@ -813,9 +813,20 @@ mod tests {
     /// Short captions in the style of CLIP's training text.
     fn caption_like() -> String {
         let mut s = String::new();
-        for t in ["a photo of a {}.", "a picture of the {}.", "a {} on a dark background."] {
+        for t in [
+            "a photo of a {}.",
+            "a picture of the {}.",
+            "a {} on a dark background.",
+        ] {
             for a in ["", "knit ", "long-sleeved ", "leather "] {
-                for n in ["pullover", "sweater", "coat", "bag", "ankle boot", "t-shirt"] {
+                for n in [
+                    "pullover",
+                    "sweater",
+                    "coat",
+                    "bag",
+                    "ankle boot",
+                    "t-shirt",
+                ] {
                     s.push_str(&t.replace("{}", &format!("{a}{n}")));
                     s.push('\n');
                 }
@@ -1139,6 +1150,41 @@ mod tests {
             serde_json::to_string_pretty(&cases).unwrap(),
         )
         .unwrap();
+    }
+
+    /// Training on the whole of shakespeare.txt (5.1 MB), vocabulary 8192,
+    /// with times: `cargo test --lib shakespeare_tokenizers -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn shakespeare_tokenizers() {
+        let Some(path) = crate::data::shared_text("shakespeare.txt") else {
+            println!("skipped: ../shared/data/text/shakespeare.txt not found");
+            return;
+        };
+        let text = crate::data::load_text(&path).unwrap();
+        for flavour in [Flavour::WordPiece, Flavour::Gpt2, Flavour::Clip] {
+            let t = std::time::Instant::now();
+            let tok = HfTokenizer::train(flavour, &text, 8192).unwrap();
+            let train_s = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            let ids = tok.encode(&text);
+            println!(
+                "shakespeare {}: trained 8192 on {:.1} MB in {train_s:.1}s; {} tokens ({:.2} \
+                 bytes/token), encoded in {:.1}s",
+                flavour.kind(),
+                text.len() as f64 / 1e6,
+                ids.len(),
+                text.len() as f64 / ids.len() as f64,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let t = std::time::Instant::now();
+        let bpe = Bpe::train(&text, 8192).unwrap();
+        println!(
+            "shakespeare bpe (hand-written): trained 8192 in {:.1}s, {} merges",
+            t.elapsed().as_secs_f64(),
+            bpe.num_merges()
+        );
     }
 
     /// Training time and compression on shared texts (skipped when absent).
