@@ -19,9 +19,11 @@
 //! `GPT2TokenizerFast(vocab_file=…, merges_file=…)` loads (checked by the
 //! fixture test against ids that Hugging Face produced).
 //!
-//! Special tokens such as GPT-2's `<|endoftext|>` get no special treatment:
-//! they can be decoded, but encoding a string that spells one gives its
-//! ordinary pieces (Hugging Face would give the single special id).
+//! Special tokens such as GPT-2's `<|endoftext|>` get no special treatment
+//! here: they can be decoded, but encoding a string that spells one gives
+//! its ordinary pieces. The Hugging Face tokenizers of
+//! [`super::hf_tokenizer`] (`gpt2-bpe`, `wordpiece`, `clip-bpe`) give the
+//! single special id; [`Tokenizer::to_hugging_face`] converts this one.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fs;
@@ -29,6 +31,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use super::hf_tokenizer::{Flavour, HfTokenizer, TOKENIZER_JSON as HF_JSON};
 
 /// A text ↔ token-id mapping.
 pub trait Tokenizer: Send + Sync {
@@ -42,9 +46,26 @@ pub trait Tokenizer: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Writes what [`load_tokenizer`] reads back (creates `dir`).
     fn save(&self, dir: &Path) -> Result<()>;
+    /// The id of the token spelled exactly `token` (a special token such as
+    /// `[MASK]` or `<|endoftext|>`), if this tokenizer has one.
+    fn token_to_id(&self, _token: &str) -> Option<u32> {
+        None
+    }
+    /// Ids of the special tokens (`[CLS]`, `[SEP]`, `[MASK]`, `[PAD]`,
+    /// `[UNK]`, `<|endoftext|>`…): never masked, never drawn as random
+    /// replacements. None for the byte and hand-written BPE tokenizers.
+    fn special_ids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// The same tokenizer (same ids) as a Hugging Face one, whose
+    /// `tokenizer.json` `AutoTokenizer.from_pretrained` reads (see
+    /// [`super::hf_tokenizer::save_pretrained`]).
+    fn to_hugging_face(&self) -> Result<super::hf_tokenizer::HfTokenizer> {
+        bail!("the {} tokenizer has no Hugging Face form", self.kind())
+    }
 }
 
-const KIND_FILE: &str = "tokenizer_kind.json";
+pub(crate) const KIND_FILE: &str = "tokenizer_kind.json";
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 fn write_kind(dir: &Path, kind: &str) -> Result<()> {
@@ -89,6 +110,12 @@ impl Tokenizer for ByteTokenizer {
 
     fn save(&self, dir: &Path) -> Result<()> {
         write_kind(dir, self.kind())
+    }
+
+    /// A byte-level BPE with the 256 bytes (id = byte value) and no merges.
+    fn to_hugging_face(&self) -> Result<super::hf_tokenizer::HfTokenizer> {
+        let bytes = Bpe::from_parts((0..=255u8).map(|b| Some(vec![b])).collect(), Vec::new())?;
+        super::hf_tokenizer::HfTokenizer::from_bpe(&bytes)
     }
 }
 
@@ -513,6 +540,16 @@ impl Bpe {
         self.merges.len()
     }
 
+    /// Bytes of each token by id (`None` for ids a sparse vocabulary lacks).
+    pub fn token_bytes(&self) -> &[Option<Vec<u8>>] {
+        &self.tokens
+    }
+
+    /// Merges by rank: (left id, right id, merged id).
+    pub fn merge_ids(&self) -> &[(u32, u32, u32)] {
+        &self.merges
+    }
+
     /// BPE of one pre-token's bytes.
     fn encode_piece(&self, bytes: &[u8]) -> Vec<u32> {
         let mut syms: Vec<u32> = bytes.iter().map(|&b| self.byte_ids[b as usize]).collect();
@@ -623,15 +660,21 @@ impl Tokenizer for Bpe {
         let path = dir.join("merges.txt");
         fs::write(&path, merges).with_context(|| format!("cannot write {}", path.display()))
     }
+
+    fn to_hugging_face(&self) -> Result<super::hf_tokenizer::HfTokenizer> {
+        super::hf_tokenizer::HfTokenizer::from_bpe(self)
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Loading by directory or name
 
 /// Reads a tokenizer written by [`Tokenizer::save`]: `tokenizer_kind.json`
-/// (`{"kind":"byte"}` or `{"kind":"bpe"}`) and, for BPE, `vocab.json` and
-/// `merges.txt`. A directory with only `vocab.json` and `merges.txt` (as
-/// downloaded from Hugging Face) is read as BPE.
+/// (`{"kind":"byte"}`, `{"kind":"bpe"}`, or a Hugging Face flavour:
+/// `wordpiece`, `gpt2-bpe`, `clip-bpe`, `hf`) and, for BPE, `vocab.json` and
+/// `merges.txt`, for the Hugging Face flavours `tokenizer.json`. A directory
+/// without the kind file is read from its `tokenizer.json`, or else as BPE
+/// from `vocab.json` and `merges.txt` (as downloaded from Hugging Face).
 pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
     let kind_path = dir.join(KIND_FILE);
     let kind = if kind_path.is_file() {
@@ -653,14 +696,20 @@ pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
                 )
             })?
             .to_owned()
+    } else if dir.join(HF_JSON).is_file() {
+        "hf".to_owned()
     } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
         "bpe".to_owned()
     } else {
         bail!(
-            "{} has no {KIND_FILE} (nor vocab.json + merges.txt): not a saved tokenizer",
+            "{} has no {KIND_FILE} (nor tokenizer.json, nor vocab.json + merges.txt): not a \
+             saved tokenizer",
             dir.display()
         );
     };
+    if Flavour::from_kind(&kind).is_some() {
+        return Ok(Box::new(HfTokenizer::from_file(&dir.join(HF_JSON))?));
+    }
     match kind.as_str() {
         "byte" => Ok(Box::new(ByteTokenizer)),
         "bpe" => Ok(Box::new(Bpe::from_files(
@@ -668,7 +717,8 @@ pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
             &dir.join("merges.txt"),
         )?)),
         other => bail!(
-            "{}: unknown tokenizer kind {other:?} (expected \"byte\" or \"bpe\")",
+            "{}: unknown tokenizer kind {other:?} (expected \"byte\", \"bpe\", \"wordpiece\", \
+             \"gpt2-bpe\", \"clip-bpe\" or \"hf\")",
             kind_path.display()
         ),
     }
@@ -676,7 +726,11 @@ pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
 
 /// A tokenizer from a command-line spec: `byte`; `bpe` (trained on
 /// `corpus_for_training` up to `vocab` tokens); `gpt2:<dir>` (a directory
-/// with Hugging Face `vocab.json` and `merges.txt`, e.g. GPT-2's own).
+/// with Hugging Face `vocab.json` and `merges.txt`, e.g. GPT-2's own);
+/// `wordpiece`, `gpt2-bpe`, `clip-bpe` (Hugging Face tokenizers trained on
+/// the corpus, `vocab` tokens including the special ones, see
+/// [`HfTokenizer::train`]); `hf:<path>` (a `tokenizer.json`, or a directory
+/// holding one).
 pub fn tokenizer_by_name(
     spec: &str,
     corpus_for_training: Option<&str>,
@@ -691,6 +745,15 @@ pub fn tokenizer_by_name(
         })?;
         return Ok(Box::new(Bpe::train(corpus, vocab)?));
     }
+    if let Some(flavour) = Flavour::from_kind(spec).filter(|f| *f != Flavour::Other) {
+        let corpus = corpus_for_training.ok_or_else(|| {
+            anyhow!("tokenizer {spec:?} is trained on the corpus, but none was given")
+        })?;
+        return Ok(Box::new(HfTokenizer::train(flavour, corpus, vocab)?));
+    }
+    if let Some(path) = spec.strip_prefix("hf:") {
+        return Ok(Box::new(HfTokenizer::from_file(Path::new(path))?));
+    }
     if let Some(dir) = spec.strip_prefix("gpt2:") {
         let dir = Path::new(dir);
         return Ok(Box::new(Bpe::from_files(
@@ -699,8 +762,10 @@ pub fn tokenizer_by_name(
         )?));
     }
     bail!(
-        "unknown tokenizer {spec:?}: expected \"byte\", \"bpe\" (trained on the corpus) or \
-         \"gpt2:<dir>\" (a directory with vocab.json and merges.txt)"
+        "unknown tokenizer {spec:?}: expected \"byte\", \"bpe\" (trained on the corpus), \
+         \"gpt2:<dir>\" (a directory with vocab.json and merges.txt), \"wordpiece\", \
+         \"gpt2-bpe\" or \"clip-bpe\" (Hugging Face tokenizers trained on the corpus), or \
+         \"hf:<path>\" (a tokenizer.json or a directory holding one)"
     )
 }
 
