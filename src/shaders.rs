@@ -21,6 +21,7 @@ shaders!(
     "crossentropy",
     "embedding",
     "adamw",
+    "guard",
     "attention",
 );
 

@@ -9,6 +9,7 @@ pub mod crossentropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
+pub mod guard;
 pub mod heads;
 pub mod layernorm;
 pub mod matmul;
