@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod grads;
+pub mod nan_guard;
 pub mod optimizer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;

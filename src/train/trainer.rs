@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 
+use super::nan_guard::{NanGuard, NanStatus};
 use super::optimizer::{AdamW, OptimizerConfig};
 use crate::graph::exec::{Executor, TensorMap};
 use crate::graph::AttentionImpl;
@@ -32,7 +33,8 @@ pub struct Trainer {
     /// Host-written copies of each micro-batch, copied into the graph's
     /// input tensors inside the step's encoder.
     staged: Vec<(Tensor, Tensor)>,
-    /// Loss of each micro-batch, then the gradient Σg², for readback.
+    /// Loss of each micro-batch, the gradient Σg², then the non-finite
+    /// guard's counters (u32 words), for readback.
     step_stats: Tensor,
     /// Optimizer steps completed.
     pub step: u64,
@@ -46,6 +48,8 @@ pub struct StepStats {
     pub loss: f32,
     pub grad_norm: f32,
     pub lr: f32,
+    /// The non-finite guard's counters after this step.
+    pub nan: NanStatus,
 }
 
 /// A step's statistics on their way back from the GPU.
@@ -61,11 +65,13 @@ impl PendingStats {
         let bytes = self.read.get(gpu).await?;
         let v: &[f32] = bytemuck::cast_slice(&bytes);
         let loss = v[..self.micro].iter().map(|x| *x as f64).sum::<f64>() / self.micro as f64;
+        let words: &[u32] = bytemuck::cast_slice(&bytes[4 * (self.micro + 1)..]);
         Ok(StepStats {
             step: self.step,
             loss: loss as f32,
             grad_norm: v[self.micro].max(0.0).sqrt(),
             lr: self.lr,
+            nan: NanStatus::from_words(words),
         })
     }
 }
@@ -125,7 +131,7 @@ impl Trainer {
         let exec =
             Executor::new(gpu, built.graph, &params).context("building the training graph")?;
         let grads = exec.param_grads();
-        let opt = AdamW::new(gpu, opt_cfg, &params, &grads, &GptConfig::decays)?;
+        let mut opt = AdamW::new(gpu, opt_cfg, &params, &grads, &GptConfig::decays)?;
         let staged = (0..grad_accum)
             .map(|_| {
                 Ok((
@@ -134,7 +140,14 @@ impl Trainer {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let step_stats = gpu.zeros(&[grad_accum + 1], DType::F32)?;
+        let guard_words = crate::kernels::guard::STATE_WORDS;
+        let step_stats = gpu.zeros(&[grad_accum + 1 + guard_words], DType::F32)?;
+        opt.guard = Some(NanGuard::new(
+            gpu,
+            &step_stats,
+            grad_accum,
+            &opt.grad_sumsq,
+        )?);
         Ok(Self {
             gpu: gpu.clone(),
             model: model.clone(),
@@ -257,6 +270,15 @@ impl Trainer {
             self.step_stats.offset() + 4 * self.grad_accum as u64,
             4,
         );
+        if let Some(g) = &self.opt.guard {
+            enc.copy_buffer_to_buffer(
+                g.state().buffer(),
+                g.state().offset(),
+                self.step_stats.buffer(),
+                self.step_stats.offset() + 4 * (self.grad_accum as u64 + 1),
+                g.state().bytes(),
+            );
+        }
         after(&mut enc);
         let pending =
             want_stats.then(|| PendingRead::encode(&self.gpu, &mut enc, &self.step_stats));
