@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use kiln::runtime::devices::adapter_reports;
@@ -132,7 +132,17 @@ struct TrainArgs {
     val_fraction: Option<f64>,
     #[arg(long)]
     sample_tokens: Option<usize>,
-    /// Continue the run in --out from its last checkpoint.
+    /// Complete checkpoints to keep in --out/checkpoints (default 2).
+    #[arg(long)]
+    keep_checkpoints: Option<usize>,
+    /// A NaN or infinite loss or gradient: stop (default; names the step and the
+    /// first non-finite tensor, saves nothing after it) or skip (the update).
+    #[arg(long)]
+    on_nan: Option<String>,
+    /// Continue the run in --out from its last complete checkpoint. Flags that
+    /// may change (--steps, cadences, --lr and other optimizer settings,
+    /// --keep-checkpoints, --on-nan) apply; model, data and batch flags must
+    /// match the run's.
     #[arg(long)]
     resume: bool,
     /// Replace an existing run in --out.
@@ -184,7 +194,7 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct GradsArgs {
-    /// model.safetensors (config.json beside it) or a run directory.
+    /// A safetensors file of GPT-2 weights (config.json beside it) or a run directory.
     #[arg(long)]
     checkpoint: PathBuf,
     /// safetensors with `inputs` and `targets`, i32 [B, T].
@@ -195,6 +205,7 @@ struct GradsArgs {
 }
 
 fn main() {
+    kiln::util::logger::init();
     if let Err(e) = real_main() {
         eprintln!("kiln: error: {e:#}");
         std::process::exit(1);
@@ -260,10 +271,8 @@ fn default_run() -> Result<()> {
         &cfg,
         &RunOptions {
             out,
-            resume: false,
             overwrite: true,
-            stop_after: None,
-            quiet: false,
+            ..Default::default()
         },
     )?;
     print_summary(&summary);
@@ -281,6 +290,14 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
         s.loss_floor
             .map_or(String::new(), |f| format!(" (corpus entropy floor {f:.4})")),
     );
+    if s.interrupted {
+        println!(
+            "kiln: interrupted at step {}: checkpoint saved in {}; continue with --resume",
+            s.steps,
+            s.out.display()
+        );
+        return;
+    }
     println!(
         "kiln: checkpoint, metrics.jsonl and loss.png in {}",
         s.out.display()
@@ -302,9 +319,17 @@ fn train(a: TrainArgs) -> Result<()> {
         Some(p) => RunConfig::from_toml_file(p)?,
         None => RunConfig::default_for(gpu.is_cpu()),
     };
+    // The settings given explicitly: they matter to --resume.
+    let mut given = std::collections::BTreeSet::new();
+    if let Some(p) = &a.config {
+        given = kiln::train::resume::keys_in_toml(&std::fs::read_to_string(p)?)?;
+    }
     macro_rules! set {
-        ($($flag:ident => $($field:ident).+),* $(,)?) => {
-            $(if let Some(v) = a.$flag.clone() { c.$($field).+ = v; })*
+        ($($flag:ident => $sec:ident . $field:ident),* $(,)?) => {
+            $(if let Some(v) = a.$flag.clone() {
+                c.$sec.$field = v;
+                given.insert(concat!(stringify!($sec), ".", stringify!($field)).to_string());
+            })*
         };
     }
     set!(
@@ -312,21 +337,31 @@ fn train(a: TrainArgs) -> Result<()> {
         steps => train.steps, batch => train.batch, seq => train.seq, grad_accum => train.grad_accum,
         seed => train.seed, eval_every => train.eval_every, eval_batches => train.eval_batches,
         log_every => train.log_every, checkpoint_every => train.checkpoint_every,
-        sample_tokens => train.sample_tokens,
+        sample_tokens => train.sample_tokens, keep_checkpoints => train.keep_checkpoints,
         layers => model.n_layer, heads => model.n_head, embd => model.n_embd, attention => model.attention,
         lr => optimizer.lr, min_lr => optimizer.min_lr, warmup => optimizer.warmup_steps,
         weight_decay => optimizer.weight_decay, grad_clip => optimizer.grad_clip,
     );
+    if let Some(v) = &a.on_nan {
+        c.train.on_nan = kiln::train::nan_guard::OnNan::parse(v)?;
+        given.insert("train.on_nan".into());
+    }
     if a.data.is_some() {
         c.data.path = a.data.clone();
+        given.insert("data.path".into());
     }
     if a.steps.is_some() || a.config.is_none() {
         c.optimizer.decay_steps = c.train.steps;
     }
     if a.print_config {
+        c.validate()?;
         print!("{}", c.to_toml());
         return Ok(());
     }
+    if !a.resume {
+        c.validate()?;
+    }
+    kiln::train::interrupt::install()?;
     let summary = run_training(
         &gpu,
         &c,
@@ -336,26 +371,43 @@ fn train(a: TrainArgs) -> Result<()> {
             overwrite: a.overwrite,
             stop_after: a.stop_after,
             quiet: false,
+            given,
         },
     )?;
     print_summary(&summary);
+    if summary.interrupted {
+        std::process::exit(kiln::train::interrupt::EXIT_INTERRUPTED);
+    }
     Ok(())
 }
 
+/// A run or model directory's current checkpoint: (its directory, config, weights).
 fn load_run(
-    dir: &std::path::Path,
-) -> Result<(kiln::model::gpt::GptConfig, kiln::model::HostParams)> {
-    let cfg = kiln::train::checkpoint::load_config(dir)?;
-    let params = kiln::train::checkpoint::load_params(dir, &cfg)?;
-    Ok((cfg, params))
+    path: &std::path::Path,
+) -> Result<(PathBuf, kiln::model::gpt::GptConfig, kiln::model::HostParams)> {
+    if !path.exists() {
+        bail!("no checkpoint at {}: no such file or directory", path.display());
+    }
+    let dir = kiln::io::ckpt_store::resolve(path)?;
+    let cfg = kiln::train::checkpoint::load_config(&dir)?;
+    let params = kiln::train::checkpoint::load_params(&dir, &cfg)?;
+    Ok((dir, cfg, params))
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
-    let gpu = open_gpu()?;
-    let (cfg, params) = load_run(&a.checkpoint)?;
-    let tok =
-        kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
+    let (dir, cfg, params) = load_run(&a.checkpoint)?;
+    let tok = kiln::data::tokenizer::load_tokenizer(&dir.join(kiln::train::run::TOKENIZER_DIR))?;
     let prompt = tok.encode(&a.prompt);
+    ensure!(
+        !prompt.is_empty(),
+        "--prompt is empty: the model needs at least one token to continue"
+    );
+    ensure!(
+        a.temperature.is_finite() && a.temperature >= 0.0,
+        "--temperature must be a number ≥ 0, got {}",
+        a.temperature
+    );
+    let gpu = open_gpu()?;
     let opts = kiln::train::sample::SampleOptions {
         max_new_tokens: a.tokens,
         temperature: a.temperature,
@@ -370,16 +422,28 @@ fn sample(a: SampleArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    let gpu = open_gpu()?;
-    let (cfg, params) = load_run(&a.checkpoint)?;
-    let tok =
-        kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
-    let text = kiln::data::corpus::load_text(&a.data)?;
+    let (dir, cfg, params) = load_run(&a.checkpoint)?;
     let seq = a.seq.unwrap_or(cfg.n_positions);
+    ensure!(
+        (1..=cfg.n_positions).contains(&seq),
+        "--seq {seq}: must be between 1 and the model's context, {}",
+        cfg.n_positions
+    );
+    kiln::train::validate::check_batch_shape(a.batch, seq)?;
+    let tok = kiln::data::tokenizer::load_tokenizer(&dir.join(kiln::train::run::TOKENIZER_DIR))?;
+    let text = kiln::data::corpus::load_text(&a.data)?;
     let data = kiln::data::loader::TokenDataset {
         train: Vec::new(),
         val: tok.encode(&text),
     };
+    if let Some(&bad) = data.val.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+        bail!(
+            "the tokenizer in {} gives token id {bad}, but the model's vocabulary has {} \
+             tokens: the tokenizer does not belong to this checkpoint",
+            dir.display(),
+            cfg.vocab_size
+        );
+    }
     let mut n = data.num_val_batches(a.batch, seq);
     if a.max_batches > 0 {
         n = n.min(a.max_batches);
@@ -393,6 +457,7 @@ fn eval(a: EvalArgs) -> Result<()> {
             a.batch * seq + 1
         );
     }
+    let gpu = open_gpu()?;
     let batches: Vec<kiln::train::Batch> = (0..n)
         .map(|i| data.val_batch(i, a.batch, seq))
         .collect::<Result<_>>()?;
@@ -422,38 +487,36 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn grads(a: GradsArgs) -> Result<()> {
-    use kiln::io::checkpoint::{load_safetensors, save_safetensors, tensors_by_name, NamedTensor};
-    let gpu = open_gpu()?;
-    let dir = if a.checkpoint.is_dir() {
-        a.checkpoint.clone()
+    use kiln::io::checkpoint::{save_safetensors, NamedTensor};
+    let (cfg, params) = if a.checkpoint.is_file() {
+        // A weights file: config.json beside it, the weights from this file.
+        let dir = a.checkpoint.parent().unwrap_or(std::path::Path::new("."));
+        let cfg = kiln::train::checkpoint::load_config(dir)
+            .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+        let params = kiln::train::checkpoint::load_params_file(&a.checkpoint, &cfg)?;
+        (cfg, params)
     } else {
-        a.checkpoint
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default()
+        let (_, cfg, params) = load_run(&a.checkpoint)?;
+        (cfg, params)
     };
-    let (cfg, params) =
-        load_run(&dir).with_context(|| format!("loading {}", a.checkpoint.display()))?;
-    let (tensors, _) = load_safetensors(&a.tokens)?;
-    let by = tensors_by_name(tensors)?;
-    let get = |name: &str| {
-        by.get(name).ok_or_else(|| {
-            anyhow::anyhow!("{} has no `{name}` tensor (i32 [B, T])", a.tokens.display())
-        })
-    };
-    let (inp, tgt) = (get("inputs")?, get("targets")?);
-    if inp.shape.len() != 2 || inp.shape != tgt.shape {
-        bail!(
-            "inputs and targets must both be i32 [B, T]; got {:?} and {:?}",
-            inp.shape,
-            tgt.shape
-        );
-    }
-    let (b, t) = (inp.shape[0], inp.shape[1]);
-    let inputs = inp.i32_with_shape(&[b, t])?.to_vec();
-    let targets = tgt.i32_with_shape(&[b, t])?.to_vec();
+    let batch = kiln::train::batch_file::read_batch_file(&a.tokens, cfg.vocab_size)
+        .with_context(|| format!("--tokens {}", a.tokens.display()))?;
+    let (b, t) = (batch.batch, batch.seq);
+    ensure!(
+        t <= cfg.n_positions,
+        "--tokens {}: sequences of {t} tokens are longer than the model's context ({})",
+        a.tokens.display(),
+        cfg.n_positions
+    );
+    let gpu = open_gpu()?;
     let r = pollster::block_on(kiln::train::grads::grads_pass(
-        &gpu, &cfg, &params, &inputs, &targets, b, t,
+        &gpu,
+        &cfg,
+        &params,
+        &batch.inputs,
+        &batch.targets,
+        b,
+        t,
     ))?;
     let mut out = vec![
         NamedTensor::f32("logits", vec![b, t, cfg.vocab_size], r.logits),
@@ -476,6 +539,8 @@ fn graph(a: GraphArgs) -> Result<()> {
     use kiln::graph::AttentionImpl;
     use kiln::model::gpt::{build, BuildOptions, GptConfig};
     let cfg = GptConfig::new(a.vocab, a.seq, a.embd, a.heads, a.layers);
+    kiln::train::validate::check_model_size(&cfg)?;
+    kiln::train::validate::check_batch_shape(a.batch, a.seq)?;
     let built = build(
         &cfg,
         &BuildOptions {

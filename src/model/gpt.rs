@@ -31,6 +31,11 @@ fn default_eps() -> f32 {
     1e-5
 }
 
+/// The most parameters a GPT config may describe (2^36, 275 GB in f32):
+/// beyond any single GPU, and a bound that keeps every size computation
+/// far from overflow.
+pub const MAX_PARAMS: u64 = 1 << 36;
+
 impl GptConfig {
     pub fn new(
         vocab_size: usize,
@@ -56,8 +61,26 @@ impl GptConfig {
 
     pub fn validate(&self) -> Result<()> {
         ensure!(
-            self.vocab_size > 0 && self.n_positions > 0 && self.n_layer > 0,
-            "GPT config: sizes must be positive"
+            self.vocab_size > 0 && self.n_positions > 0 && self.n_layer > 0 && self.n_embd > 0,
+            "GPT config: sizes must be positive (vocab_size {}, n_positions {}, n_embd {}, n_layer {})",
+            self.vocab_size,
+            self.n_positions,
+            self.n_embd,
+            self.n_layer
+        );
+        ensure!(
+            self.checked_num_params().is_some_and(|n| n <= MAX_PARAMS),
+            "GPT config: {} layers of {} dims with a vocabulary of {} and {} positions is more than \
+             {MAX_PARAMS} parameters, beyond what Kiln can train or load",
+            self.n_layer,
+            self.n_embd,
+            self.vocab_size,
+            self.n_positions
+        );
+        ensure!(
+            self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0,
+            "GPT config: layer_norm_epsilon must be a positive number, got {}",
+            self.layer_norm_epsilon
         );
         ensure!(
             self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
@@ -66,6 +89,17 @@ impl GptConfig {
             self.n_head
         );
         Ok(())
+    }
+
+    /// The parameter count without overflow: None when it does not fit u64.
+    pub fn checked_num_params(&self) -> Option<u64> {
+        let dims = [self.vocab_size, self.n_positions, self.n_embd, self.n_layer];
+        if dims.iter().any(|&d| d as u128 > u32::MAX as u128) {
+            return None;
+        }
+        let [v, p, c, l] = dims.map(|d| d as u128);
+        let n = (v + p) * c + l * (12 * c * c + 13 * c) + 2 * c;
+        u64::try_from(n).ok()
     }
 
     /// Every parameter's Hugging Face name and shape, in a fixed order.

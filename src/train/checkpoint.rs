@@ -1,4 +1,4 @@
-//! GPT checkpoints in a run directory, loadable by Hugging Face:
+//! GPT checkpoints, loadable by Hugging Face:
 //!
 //! - `model.safetensors`: parameters under `GPT2LMHeadModel` names (the LM
 //!   head is tied to `transformer.wte.weight` and not stored twice);
@@ -6,8 +6,9 @@
 //! - `optimizer.safetensors`: AdamW moments `m.<name>`, `v.<name>`;
 //! - `trainer_state.json`: step, seeds and the settings needed to resume.
 //!
-//! Every file is written atomically (temporary file, then rename); the
-//! trainer state goes last, so a checkpoint is only "there" once complete.
+//! This module turns them into bytes and back; [`crate::io::ckpt_store`]
+//! saves one checkpoint's files as one transaction. Loading refuses
+//! non-finite values, naming the tensor.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,8 +16,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::io::atomic::write_json_atomic;
-use crate::io::checkpoint::{load_safetensors, save_safetensors, NamedTensor, TensorData};
+use crate::io::atomic::write_atomic;
+use crate::io::checkpoint::{load_safetensors, safetensors_bytes, NamedTensor, TensorData};
+use crate::io::ckpt_store::SaveFile;
 use crate::model::gpt::GptConfig;
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -129,8 +131,12 @@ pub fn load_config(dir: &Path) -> Result<GptConfig> {
             dir.display()
         )
     })?;
-    let hf: HfConfig = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
+    parse_config(&text).with_context(|| format!("{} is not a valid GPT-2 config", path.display()))
+}
+
+/// Parses the text of a `config.json`.
+pub fn parse_config(text: &str) -> Result<GptConfig> {
+    let hf: HfConfig = serde_json::from_str(text)?;
     hf.to_model()
 }
 
@@ -152,16 +158,30 @@ pub fn canonical_name(stored: &str) -> Option<String> {
     }
 }
 
-/// Loads GPT-2 parameters from `model.safetensors`, checking that every
-/// parameter is present with the right shape.
+/// Loads GPT-2 parameters from `dir`/model.safetensors, checking that every
+/// parameter is present with the right shape and finite values.
 pub fn load_params(dir: &Path, cfg: &GptConfig) -> Result<Vec<(String, Vec<f32>)>> {
-    let path = dir.join(MODEL_FILE);
-    let (tensors, _) = load_safetensors(&path)?;
+    load_params_file(&dir.join(MODEL_FILE), cfg)
+}
+
+/// [`load_params`] from a given safetensors file.
+pub fn load_params_file(path: &Path, cfg: &GptConfig) -> Result<Vec<(String, Vec<f32>)>> {
+    let (tensors, _) = load_safetensors(path)?;
     let mut by_name: BTreeMap<String, NamedTensor> = BTreeMap::new();
+    let mut stored_as: BTreeMap<String, String> = BTreeMap::new();
     for t in tensors {
-        if let Some(n) = canonical_name(&t.name) {
-            by_name.insert(n, t);
+        let Some(n) = canonical_name(&t.name) else {
+            continue;
+        };
+        if let Some(first) = stored_as.get(&n) {
+            bail!(
+                "{}: both {first} and {} hold parameter {n}; keep one of them (Kiln will not guess which)",
+                path.display(),
+                t.name
+            );
         }
+        stored_as.insert(n.clone(), t.name.clone());
+        by_name.insert(n, t);
     }
     let mut out = Vec::new();
     for (name, shape) in cfg.param_shapes() {
@@ -180,12 +200,33 @@ pub fn load_params(dir: &Path, cfg: &GptConfig) -> Result<Vec<(String, Vec<f32>)
         let TensorData::F32(data) = t.data else {
             bail!("{}: {name} is not a floating-point tensor", path.display());
         };
+        check_finite(path, &name, &data)?;
         out.push((name, data));
     }
-    if let Some(extra) = by_name.keys().next() {
-        log::warn!("{}: ignoring unexpected tensor {extra}", path.display());
+    if !by_name.is_empty() {
+        let extra: Vec<&str> = by_name.values().map(|t| t.name.as_str()).collect();
+        log::warn!(
+            "{}: ignoring {} tensor(s) that are not GPT-2 parameters: {}",
+            path.display(),
+            extra.len(),
+            extra.join(", ")
+        );
     }
     Ok(out)
+}
+
+/// Refuses NaN or infinite values, naming the tensor and the first bad index.
+pub fn check_finite(path: &Path, name: &str, data: &[f32]) -> Result<()> {
+    if let Some((i, x)) = data.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        let count = data.iter().filter(|x| !x.is_finite()).count();
+        bail!(
+            "{}: tensor {name} holds non-finite values ({count} of {}, the first {x} at index {i}): \
+             this checkpoint is unusable; use an earlier one",
+            path.display(),
+            data.len()
+        );
+    }
+    Ok(())
 }
 
 fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTensor> {
@@ -199,29 +240,44 @@ fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTen
         .collect()
 }
 
-/// Writes `model.safetensors` and `config.json`.
+/// The bytes of `model.safetensors` and `config.json`.
+pub fn model_files(
+    cfg: &GptConfig,
+    params: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<Vec<SaveFile>> {
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let mut config = serde_json::to_vec_pretty(&HfConfig::from_model(cfg))?;
+    config.push(b'\n');
+    Ok(vec![
+        (MODEL_FILE.into(), safetensors_bytes(&named("", params), &meta)?),
+        (CONFIG_FILE.into(), config),
+    ])
+}
+
+/// Writes `model.safetensors` and `config.json` into `dir`, each atomically
+/// (a bare model directory, not a training checkpoint).
 pub fn save_model(
     dir: &Path,
     cfg: &GptConfig,
     params: &[(String, Vec<usize>, Vec<f32>)],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    save_safetensors(&dir.join(MODEL_FILE), &named("", params), &meta)?;
-    write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(cfg))
+    for (name, bytes) in model_files(cfg, params)? {
+        write_atomic(&dir.join(name), &bytes)?;
+    }
+    Ok(())
 }
 
-/// Writes the AdamW moments.
-pub fn save_optimizer(
-    dir: &Path,
+/// The bytes of `optimizer.safetensors`: the AdamW moments and step `t`.
+pub fn optimizer_file(
     m: &[(String, Vec<usize>, Vec<f32>)],
     v: &[(String, Vec<usize>, Vec<f32>)],
     t: u32,
-) -> Result<()> {
+) -> Result<SaveFile> {
     let mut all = named("m.", m);
     all.extend(named("v.", v));
     let meta = BTreeMap::from([("adamw_t".to_string(), t.to_string())]);
-    save_safetensors(&dir.join(OPTIMIZER_FILE), &all, &meta)
+    Ok((OPTIMIZER_FILE.into(), safetensors_bytes(&all, &meta)?))
 }
 
 /// Reads the AdamW moments: (m, v, t).
@@ -230,6 +286,12 @@ pub fn load_optimizer(
     dir: &Path,
 ) -> Result<(BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, u32)> {
     let path = dir.join(OPTIMIZER_FILE);
+    ensure!(
+        path.is_file(),
+        "cannot resume from {}: {OPTIMIZER_FILE} (the optimizer state) is missing; \
+         start the run again with --overwrite, or train a new run into another --out",
+        dir.display()
+    );
     let (tensors, meta) = load_safetensors(&path)?;
     let t = meta
         .get("adamw_t")
@@ -240,6 +302,7 @@ pub fn load_optimizer(
         let TensorData::F32(d) = nt.data else {
             bail!("{}: {} is not f32", path.display(), nt.name);
         };
+        check_finite(&path, &nt.name, &d)?;
         if let Some(n) = nt.name.strip_prefix("m.") {
             m.insert(n.to_string(), d);
         } else if let Some(n) = nt.name.strip_prefix("v.") {
@@ -299,8 +362,8 @@ mod tests {
             vec![1, 1, 5, 5],
             vec![1.0; 25],
         ));
-        save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
-        write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(&cfg)).unwrap();
+        crate::io::save_safetensors(&dir.join(MODEL_FILE), &ts, &BTreeMap::new()).unwrap();
+        crate::io::write_json_atomic(&dir.join(CONFIG_FILE), &HfConfig::from_model(&cfg)).unwrap();
         assert_eq!(load_config(&dir).unwrap(), cfg);
         let loaded = load_params(&dir, &cfg).unwrap();
         assert_eq!(loaded, params);

@@ -1,0 +1,223 @@
+//! Checks of a run's settings before anything is allocated: every bad value
+//! is named with its flag and config key, and sizes are checked without
+//! overflow, so no setting can make Kiln panic or hang.
+
+use anyhow::{bail, ensure, Result};
+
+use super::config::RunConfig;
+use crate::model::gpt::GptConfig;
+
+/// Micro-batches per optimizer step at most: each has its own staging
+/// buffers on the GPU. A larger effective batch: raise --batch.
+pub const MAX_GRAD_ACCUM: usize = 1024;
+
+/// Tokens in one micro-batch at most (token ids are i32 on the GPU).
+pub const MAX_BATCH_TOKENS: u64 = 1 << 31;
+
+/// Parameters, gradients and two AdamW moments, in bytes, at most: the
+/// memory of the largest GPUs (192 GiB).
+pub const MAX_TRAIN_STATE_BYTES: u64 = 192 << 30;
+
+fn positive_finite(v: f32) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+fn non_negative_finite(v: f32) -> bool {
+    v.is_finite() && v >= 0.0
+}
+
+/// The batch shape of a micro-batch: both at least 1, the product bounded.
+pub fn check_batch_shape(batch: usize, seq: usize) -> Result<()> {
+    ensure!(batch >= 1, "--batch (train.batch) must be at least 1, got {batch}");
+    ensure!(seq >= 1, "--seq (train.seq) must be at least 1, got {seq}");
+    let tokens = (batch as u128) * (seq as u128);
+    ensure!(
+        tokens <= MAX_BATCH_TOKENS as u128,
+        "--batch {batch} × --seq {seq} = {tokens} tokens per micro-batch, more than Kiln \
+         supports ({MAX_BATCH_TOKENS}); use a smaller batch or sequence"
+    );
+    Ok(())
+}
+
+/// The model's training state (16 bytes per parameter) against
+/// [`MAX_TRAIN_STATE_BYTES`], after [`GptConfig::validate`].
+pub fn check_model_size(model: &GptConfig) -> Result<()> {
+    model.validate()?;
+    let params = model.checked_num_params().unwrap_or(u64::MAX);
+    let bytes = params as u128 * 16;
+    ensure!(
+        bytes <= MAX_TRAIN_STATE_BYTES as u128,
+        "a GPT with {} layers, {} dims and a vocabulary of {} has {params} parameters: training \
+         needs {:.1} GiB for them, their gradients and AdamW's moments, more than the largest \
+         GPUs hold ({} GiB); use fewer --layers or a smaller --embd",
+        model.n_layer,
+        model.n_embd,
+        model.vocab_size,
+        bytes as f64 / (1u64 << 30) as f64,
+        MAX_TRAIN_STATE_BYTES >> 30
+    );
+    Ok(())
+}
+
+impl RunConfig {
+    /// Checks every setting that can be checked before the data is read.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.model;
+        ensure!(
+            m.n_layer >= 1,
+            "--layers (model.n_layer) must be at least 1, got {}",
+            m.n_layer
+        );
+        ensure!(
+            m.n_head >= 1,
+            "--heads (model.n_head) must be at least 1, got {}",
+            m.n_head
+        );
+        ensure!(
+            m.n_embd >= 1,
+            "--embd (model.n_embd) must be at least 1, got {}",
+            m.n_embd
+        );
+        ensure!(
+            m.n_embd.is_multiple_of(m.n_head),
+            "--embd {} (model.n_embd) must be divisible by --heads {} (model.n_head)",
+            m.n_embd,
+            m.n_head
+        );
+        let t = &self.train;
+        check_batch_shape(t.batch, t.seq)?;
+        if let Some(p) = m.n_positions {
+            ensure!(
+                p >= t.seq,
+                "model.n_positions {p} is shorter than --seq {} (train.seq)",
+                t.seq
+            );
+        }
+        ensure!(
+            (1..=MAX_GRAD_ACCUM).contains(&t.grad_accum),
+            "--grad-accum (train.grad_accum) must be between 1 and {MAX_GRAD_ACCUM}, got {} \
+             (each micro-batch has its own buffers; raise --batch for a larger step)",
+            t.grad_accum
+        );
+        ensure!(
+            t.keep_checkpoints >= 1,
+            "--keep-checkpoints (train.keep_checkpoints) must be at least 1, got 0"
+        );
+        let d = &self.data;
+        ensure!(
+            d.val_fraction.is_finite() && (0.0..1.0).contains(&d.val_fraction),
+            "--val-fraction (data.val_fraction) must be in [0, 1), got {}",
+            d.val_fraction
+        );
+        let o = &self.optimizer;
+        ensure!(
+            positive_finite(o.lr),
+            "--lr (optimizer.lr) must be a positive number, got {}",
+            o.lr
+        );
+        ensure!(
+            non_negative_finite(o.min_lr) && o.min_lr <= o.lr,
+            "--min-lr (optimizer.min_lr) must be between 0 and --lr ({}), got {}",
+            o.lr,
+            o.min_lr
+        );
+        ensure!(
+            non_negative_finite(o.weight_decay),
+            "--weight-decay (optimizer.weight_decay) must be a number ≥ 0, got {}",
+            o.weight_decay
+        );
+        ensure!(
+            non_negative_finite(o.grad_clip),
+            "--grad-clip (optimizer.grad_clip) must be a number ≥ 0 (0 turns clipping off), got {}",
+            o.grad_clip
+        );
+        ensure!(
+            (0.0..1.0).contains(&o.beta1) && (0.0..1.0).contains(&o.beta2),
+            "optimizer.beta1 and beta2 must be in [0, 1), got {} and {}",
+            o.beta1,
+            o.beta2
+        );
+        ensure!(
+            non_negative_finite(o.eps),
+            "optimizer.eps must be a number ≥ 0, got {}",
+            o.eps
+        );
+        if let Err(e) = toml::to_string(self) {
+            bail!(
+                "a setting does not fit run.toml ({e}): integers must be below 2^63 \
+                 (--steps, --seed and the cadences)"
+            );
+        }
+        // The smallest vocabulary the tokenizer can have: a model too large
+        // even then is refused before any data is read.
+        let vocab = if d.tokenizer == "bpe" { d.bpe_vocab.max(256) } else { 256 };
+        check_model_size(&GptConfig::new(
+            vocab,
+            m.n_positions.unwrap_or(t.seq),
+            m.n_embd,
+            m.n_head,
+            m.n_layer,
+        ))?;
+        match m.attention.as_str() {
+            "fused" | "unfused" | "auto" | "" => {}
+            other => bail!("--attention {other:?} (model.attention): expected fused, unfused or auto"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(c: &RunConfig) -> String {
+        format!("{:#}", c.validate().unwrap_err())
+    }
+
+    #[test]
+    fn every_bad_setting_is_named() {
+        let ok = RunConfig::default_for(true);
+        ok.validate().unwrap();
+        let cases: Vec<(&str, Box<dyn Fn(&mut RunConfig)>)> = vec![
+            ("--embd", Box::new(|c| c.model.n_embd = 0)),
+            ("--heads", Box::new(|c| c.model.n_head = 0)),
+            ("--layers", Box::new(|c| c.model.n_layer = 0)),
+            ("divisible", Box::new(|c| c.model.n_head = 3)),
+            ("--batch", Box::new(|c| c.train.batch = usize::MAX)),
+            ("--seq", Box::new(|c| c.train.seq = 0)),
+            ("--grad-accum", Box::new(|c| c.train.grad_accum = usize::MAX)),
+            ("--min-lr", Box::new(|c| c.optimizer.min_lr = 1.0)),
+            ("--lr", Box::new(|c| c.optimizer.lr = f32::NAN)),
+            ("got -1", Box::new(|c| c.optimizer.grad_clip = -1.0)),
+            ("got NaN", Box::new(|c| c.optimizer.grad_clip = f32::NAN)),
+            ("--val-fraction", Box::new(|c| c.data.val_fraction = 1.0)),
+            ("--keep-checkpoints", Box::new(|c| c.train.keep_checkpoints = 0)),
+            ("--attention", Box::new(|c| c.model.attention = "flash".into())),
+        ];
+        for (want, f) in cases {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = err(&c);
+            assert!(e.contains(want), "wanted {want:?} in {e}");
+        }
+        let mut c = ok.clone();
+        c.optimizer.grad_clip = 0.0;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn huge_models_are_refused_before_allocating() {
+        let e = format!(
+            "{:#}",
+            check_model_size(&GptConfig::new(256, 32, 32, 2, 100_000_000)).unwrap_err()
+        );
+        assert!(e.contains("parameters"), "{e}");
+        let e = format!(
+            "{:#}",
+            check_model_size(&GptConfig::new(50257, 1024, 8192, 16, 40)).unwrap_err()
+        );
+        assert!(e.contains("GiB") && e.contains("--layers"), "{e}");
+        check_model_size(&GptConfig::gpt2_124m()).unwrap();
+        assert!(GptConfig::new(256, 32, 0, 2, 1).validate().is_err());
+    }
+}
