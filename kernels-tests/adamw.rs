@@ -467,7 +467,11 @@ fn guard_skips_non_finite_steps_and_counts_them() {
     let g = gpu();
     let c = AdamWConfig::default();
     let p0 = [0.5f32, -1.0, 2.0, 0.25];
-    let (p, m, v) = (upload(&[4], &p0), upload(&[4], &[0.0; 4]), upload(&[4], &[0.0; 4]));
+    let (p, m, v) = (
+        upload(&[4], &p0),
+        upload(&[4], &[0.0; 4]),
+        upload(&[4], &[0.0; 4]),
+    );
     let grad = upload(&[4], &[0.1, 0.2, -0.3, 0.4]);
     let sumsq = upload(&[1], &[0.0]);
     let losses = upload(&[2], &[1.0, 2.0]);
@@ -476,7 +480,9 @@ fn guard_skips_non_finite_steps_and_counts_them() {
     let update = adamw_step(g, &p, &grad, &m, &v, Some((&sumsq, 0.0)), &c, 1).unwrap();
     let run = |sticky: bool, step: u64, loss: [f32; 2], gr: [f32; 4]| {
         let guard = nonfinite_guard(g, &losses, 2, &sumsq, &state, sticky).unwrap();
-        guard.set_uniform(g, &guard_uniform(step, 2, sticky)).unwrap();
+        guard
+            .set_uniform(g, &guard_uniform(step, 2, sticky))
+            .unwrap();
         losses.write_f32(g, &loss).unwrap();
         grad.write_f32(g, &gr).unwrap();
         let mut enc = g.device().create_command_encoder(&Default::default());
@@ -510,7 +516,11 @@ fn guard_skips_non_finite_steps_and_counts_them() {
         let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&p2), bits(&p1), "case {i}: parameters unchanged");
         assert_eq!(bits(&m2), bits(&m1), "case {i}: moments unchanged");
-        assert_eq!(w[..3], [i as u32 + 1, 8, 1], "case {i}: counted, first bad step 8");
+        assert_eq!(
+            w[..3],
+            [i as u32 + 1, 8, 1],
+            "case {i}: counted, first bad step 8"
+        );
     }
     // Not sticky: a finite step updates again. Sticky: it is skipped.
     let (p3, _, w) = run(false, 20, [1.0, 1.0], fine);

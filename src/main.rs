@@ -384,9 +384,16 @@ fn train(a: TrainArgs) -> Result<()> {
 /// A run or model directory's current checkpoint: (its directory, config, weights).
 fn load_run(
     path: &std::path::Path,
-) -> Result<(PathBuf, kiln::model::gpt::GptConfig, kiln::model::HostParams)> {
+) -> Result<(
+    PathBuf,
+    kiln::model::gpt::GptConfig,
+    kiln::model::HostParams,
+)> {
     if !path.exists() {
-        bail!("no checkpoint at {}: no such file or directory", path.display());
+        bail!(
+            "no checkpoint at {}: no such file or directory",
+            path.display()
+        );
     }
     let dir = kiln::io::ckpt_store::resolve(path)?;
     let cfg = kiln::train::checkpoint::load_config(&dir)?;

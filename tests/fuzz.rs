@@ -128,27 +128,31 @@ fn batch_files() {
     let shape = proptest::collection::vec(0..5usize, 0..4);
     let name = prop::sample::select(vec!["inputs", "targets", "other"]);
     let tensor = (name, shape, ints, any::<bool>());
-    check(2, (proptest::collection::vec(tensor, 0..3), 1..400usize), |(ts, vocab)| {
-        let tensors: Vec<NamedTensor> = ts
-            .into_iter()
-            .map(|(name, shape, vals, float)| {
-                let n: usize = shape.iter().product();
-                let mut v = vals;
-                v.resize(n, 1);
-                if float {
-                    NamedTensor::f32(name, shape, v.iter().map(|&x| x as f32).collect())
-                } else {
-                    NamedTensor::i32(name, shape, v)
+    check(
+        2,
+        (proptest::collection::vec(tensor, 0..3), 1..400usize),
+        |(ts, vocab)| {
+            let tensors: Vec<NamedTensor> = ts
+                .into_iter()
+                .map(|(name, shape, vals, float)| {
+                    let n: usize = shape.iter().product();
+                    let mut v = vals;
+                    v.resize(n, 1);
+                    if float {
+                        NamedTensor::f32(name, shape, v.iter().map(|&x| x as f32).collect())
+                    } else {
+                        NamedTensor::i32(name, shape, v)
+                    }
+                })
+                .collect();
+            if let Ok(bytes) = safetensors_bytes(&tensors, &Default::default()) {
+                if let Ok(b) = kiln::train::batch_file::parse_batch_file(&bytes, vocab) {
+                    assert_eq!(b.inputs.len(), b.batch * b.seq);
+                    assert!(b.inputs.iter().all(|&x| x >= 0 && (x as usize) < vocab));
                 }
-            })
-            .collect();
-        if let Ok(bytes) = safetensors_bytes(&tensors, &Default::default()) {
-            if let Ok(b) = kiln::train::batch_file::parse_batch_file(&bytes, vocab) {
-                assert_eq!(b.inputs.len(), b.batch * b.seq);
-                assert!(b.inputs.iter().all(|&x| x >= 0 && (x as usize) < vocab));
             }
-        }
-    });
+        },
+    );
 }
 
 /// A JSON value for a config field: numbers of every size and sign,
@@ -191,7 +195,9 @@ fn config_json() {
         let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         let text = format!("{{{}}}", body.join(","));
         if let Ok(cfg) = kiln::train::checkpoint::parse_config(&text) {
-            let n = cfg.checked_num_params().expect("a valid config counts its parameters");
+            let n = cfg
+                .checked_num_params()
+                .expect("a valid config counts its parameters");
             assert!(n <= kiln::model::gpt::MAX_PARAMS);
         }
     });
@@ -219,25 +225,29 @@ fn run_toml() {
         Just("true".to_string()),
         Just("[1, 2]".to_string()),
     ];
-    check(2, proptest::collection::vec((keys, value), 0..10), |fields| {
-        let mut text = String::new();
-        for (k, v) in fields {
-            match k.split_once('.') {
-                Some((s, f)) => text += &format!("[{s}]\n{f} = {v}\n"),
-                None => text += &format!("{k} = {v}\n"),
+    check(
+        2,
+        proptest::collection::vec((keys, value), 0..10),
+        |fields| {
+            let mut text = String::new();
+            for (k, v) in fields {
+                match k.split_once('.') {
+                    Some((s, f)) => text += &format!("[{s}]\n{f} = {v}\n"),
+                    None => text += &format!("{k} = {v}\n"),
+                }
             }
-        }
-        if let Ok(c) = kiln::train::RunConfig::from_toml_str(&text) {
-            if c.validate().is_ok() {
-                let _ = c.to_toml();
-                let _ = kiln::train::resume::merge_for_resume(
-                    &kiln::train::RunConfig::default(),
-                    &c,
-                    &kiln::train::resume::keys_in_toml(&text).unwrap_or_default(),
-                );
+            if let Ok(c) = kiln::train::RunConfig::from_toml_str(&text) {
+                if c.validate().is_ok() {
+                    let _ = c.to_toml();
+                    let _ = kiln::train::resume::merge_for_resume(
+                        &kiln::train::RunConfig::default(),
+                        &c,
+                        &kiln::train::resume::keys_in_toml(&text).unwrap_or_default(),
+                    );
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 #[test]
@@ -252,7 +262,10 @@ fn manifests_and_trainer_state() {
             "[a-z/.]{0,12}",
         ],
         json_value(),
-        prop_oneof![Just("\"0badc0de\"".to_string()), "[0-9a-zA-Z]{0,9}".prop_map(|s| format!("\"{s}\""))],
+        prop_oneof![
+            Just("\"0badc0de\"".to_string()),
+            "[0-9a-zA-Z]{0,9}".prop_map(|s| format!("\"{s}\""))
+        ],
     );
     let m = (
         prop_oneof![Just("kiln-checkpoint/1".to_string()), "[a-z/0-9-]{0,20}"],
@@ -338,22 +351,30 @@ fn tokenizer_files() {
     let table = kiln::data::tokenizer::byte_to_unicode();
     let extra = proptest::collection::vec(("[a-zĠ]{1,3}", 0..600u64), 0..6);
     let merges_s = proptest::collection::vec("[a-zĠ]{1,2} [a-zĠ]{1,2}|[a-z ]{0,5}", 0..6);
-    check(1, (extra, merges_s, any::<bool>(), 0..300u64), |(extra, ms, all, big)| {
-        let mut entries: Vec<String> = table
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| all || i % 7 != 0)
-            .map(|(i, c)| format!("{}: {i}", serde_json::to_string(&c.to_string()).unwrap()))
-            .collect();
-        for (tok, id) in extra {
-            entries.push(format!("{}: {}", serde_json::to_string(&tok).unwrap(), id + big));
-        }
-        let v = format!("{{{}}}", entries.join(","));
-        let m = format!("#version: 0.2\n{}\n", ms.join("\n"));
-        if let Ok(t) = Bpe::from_texts(&v, "vocab.json", &m, "merges.txt") {
-            use_it(&t, "hello world, abc Ġ");
-        }
-    });
+    check(
+        1,
+        (extra, merges_s, any::<bool>(), 0..300u64),
+        |(extra, ms, all, big)| {
+            let mut entries: Vec<String> = table
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| all || i % 7 != 0)
+                .map(|(i, c)| format!("{}: {i}", serde_json::to_string(&c.to_string()).unwrap()))
+                .collect();
+            for (tok, id) in extra {
+                entries.push(format!(
+                    "{}: {}",
+                    serde_json::to_string(&tok).unwrap(),
+                    id + big
+                ));
+            }
+            let v = format!("{{{}}}", entries.join(","));
+            let m = format!("#version: 0.2\n{}\n", ms.join("\n"));
+            if let Ok(t) = Bpe::from_texts(&v, "vocab.json", &m, "merges.txt") {
+                use_it(&t, "hello world, abc Ġ");
+            }
+        },
+    );
 }
 
 #[test]

@@ -312,8 +312,8 @@ impl Bpe {
     /// [`Self::from_files`] on the files' contents; `vname` and `mname` name
     /// them in errors.
     pub fn from_texts(vtext: &str, vname: &str, mtext: &str, mname: &str) -> Result<Self> {
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(vtext)
-            .map_err(|e| {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(vtext).map_err(|e| {
                 anyhow!(
                     "{vname}: line {}, column {}: not a JSON object from token to id: {e}",
                     e.line(),

@@ -127,7 +127,8 @@ pub fn save(run: &Path, step: u64, files: &[SaveFile], opts: &SaveOptions) -> Re
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        crash::write_new(&path, bytes).context("saving a checkpoint (the previous one is intact)")?;
+        crash::write_new(&path, bytes)
+            .context("saving a checkpoint (the previous one is intact)")?;
         entries.push(ManifestEntry {
             name: rel.clone(),
             bytes: bytes.len() as u64,
@@ -277,9 +278,9 @@ fn looks_complete(dir: &Path) -> bool {
     let Ok(m) = parse_manifest(&text) else {
         return false;
     };
-    m.files.iter().all(|f| {
-        std::fs::metadata(dir.join(&f.name)).is_ok_and(|md| md.len() == f.bytes)
-    })
+    m.files
+        .iter()
+        .all(|f| std::fs::metadata(dir.join(&f.name)).is_ok_and(|md| md.len() == f.bytes))
 }
 
 /// Parses a manifest (no file access).

@@ -12,8 +12,14 @@ fn scratch(name: &str) -> PathBuf {
 
 fn files(step: u64) -> Vec<SaveFile> {
     vec![
-        ("model.bin".into(), format!("weights of step {step}").into_bytes()),
-        ("state.json".into(), format!("{{\"step\":{step}}}").into_bytes()),
+        (
+            "model.bin".into(),
+            format!("weights of step {step}").into_bytes(),
+        ),
+        (
+            "state.json".into(),
+            format!("{{\"step\":{step}}}").into_bytes(),
+        ),
         ("tok/vocab.txt".into(), b"a b c".to_vec()),
     ]
 }
@@ -60,9 +66,15 @@ fn saves_keep_the_newest_and_the_view_follows() {
     let m = verify(&c.dir).unwrap();
     assert_eq!(m.files.len(), 3);
     assert_eq!(m.files[0].crc32, crc32_hex(b"weights of step 4"));
-    assert_eq!(std::fs::read(run.join("model.bin")).unwrap(), b"weights of step 4");
+    assert_eq!(
+        std::fs::read(run.join("model.bin")).unwrap(),
+        b"weights of step 4"
+    );
     assert_eq!(std::fs::read(run.join("tok/vocab.txt")).unwrap(), b"a b c");
-    assert!(!run.join("state.json").exists(), "obsolete top-level file removed");
+    assert!(
+        !run.join("state.json").exists(),
+        "obsolete top-level file removed"
+    );
     assert_eq!(resolve(&run).unwrap(), c.dir);
     assert_eq!(resolve(&c.dir).unwrap(), c.dir);
     // zlib.crc32(b"123456789") == 0xcbf43926
@@ -86,7 +98,9 @@ fn a_damaged_checkpoint_falls_back_to_the_previous_one() {
     std::fs::remove_file(first.join("state.json")).unwrap();
     let e = format!("{:#}", current(&run).unwrap_err());
     assert!(
-        e.contains("no complete checkpoint") && e.contains("state.json") && e.contains("interrupted"),
+        e.contains("no complete checkpoint")
+            && e.contains("state.json")
+            && e.contains("interrupted"),
         "{e}"
     );
     // A new save still works, and prunes the damaged ones once it can.
@@ -136,7 +150,14 @@ fn manifest_names_must_stay_inside_the_checkpoint() {
         )
     };
     assert!(parse_manifest(m("a/b.json").as_bytes()).is_ok());
-    for bad in ["../x", "/etc/passwd", "a/../../x", "", "MANIFEST.json", "./a"] {
+    for bad in [
+        "../x",
+        "/etc/passwd",
+        "a/../../x",
+        "",
+        "MANIFEST.json",
+        "./a",
+    ] {
         assert!(parse_manifest(m(bad).as_bytes()).is_err(), "{bad:?}");
     }
     let run = scratch("badname");

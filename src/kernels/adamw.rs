@@ -139,7 +139,11 @@ fn check_sumsq(op: &str, sumsq: &Tensor, max_norm: f32, allow_zero: bool) -> Res
     check_numel(op, "sumsq", sumsq, 1)?;
     let ok = max_norm.is_finite() && (max_norm > 0.0 || (allow_zero && max_norm == 0.0));
     if !ok {
-        let want = if allow_zero { ">= 0 (0 = no clipping)" } else { "> 0" };
+        let want = if allow_zero {
+            ">= 0 (0 = no clipping)"
+        } else {
+            "> 0"
+        };
         bail!("{op}: max_norm must be finite and {want}, got {max_norm}");
     }
     Ok(())

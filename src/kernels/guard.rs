@@ -60,7 +60,11 @@ pub fn nonfinite_guard(
         losses.numel()
     );
     check_distinct(OP, ("sumsq", sumsq), &[("losses", losses)])?;
-    check_distinct(OP, ("state", state), &[("losses", losses), ("sumsq", sumsq)])?;
+    check_distinct(
+        OP,
+        ("state", state),
+        &[("losses", losses), ("sumsq", sumsq)],
+    )?;
     gpu.dispatch(
         &Kernel::new("guard", "guard"),
         &[

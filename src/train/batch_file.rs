@@ -47,7 +47,10 @@ fn check_batch(tensors: Vec<NamedTensor>, vocab: usize) -> Result<BatchFile> {
         );
     }
     let (b, t) = (inp.shape[0], inp.shape[1]);
-    ensure!(b >= 1 && t >= 1, "inputs and targets are empty ([{b}, {t}])");
+    ensure!(
+        b >= 1 && t >= 1,
+        "inputs and targets are empty ([{b}, {t}])"
+    );
     crate::train::validate::check_batch_shape(b, t)?;
     let inputs = inp.i32_with_shape(&[b, t])?.to_vec();
     let targets = tgt.i32_with_shape(&[b, t])?.to_vec();

@@ -249,7 +249,10 @@ pub fn model_files(
     let mut config = serde_json::to_vec_pretty(&HfConfig::from_model(cfg))?;
     config.push(b'\n');
     Ok(vec![
-        (MODEL_FILE.into(), safetensors_bytes(&named("", params), &meta)?),
+        (
+            MODEL_FILE.into(),
+            safetensors_bytes(&named("", params), &meta)?,
+        ),
         (CONFIG_FILE.into(), config),
     ])
 }

@@ -195,16 +195,26 @@ mod tests {
         req.train.steps = 4000;
         req.train.checkpoint_every = 7;
         req.model.n_embd = 128; // not given: ignored
-        let m = merge_for_resume(&rec, &req, &given(&["train.steps", "train.checkpoint_every"]))
-            .unwrap();
+        let m = merge_for_resume(
+            &rec,
+            &req,
+            &given(&["train.steps", "train.checkpoint_every"]),
+        )
+        .unwrap();
         assert_eq!(m.train.steps, 4000);
-        assert_eq!(m.optimizer.decay_steps, 4000, "the schedule follows --steps");
+        assert_eq!(
+            m.optimizer.decay_steps, 4000,
+            "the schedule follows --steps"
+        );
         assert_eq!(m.train.checkpoint_every, 7);
         assert_eq!(m.model.n_embd, rec.model.n_embd);
         let e = merge_for_resume(&rec, &req, &given(&["model.n_embd"]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--embd") && e.contains("64") && e.contains("cannot change"), "{e}");
+        assert!(
+            e.contains("--embd") && e.contains("64") && e.contains("cannot change"),
+            "{e}"
+        );
         // The same value as recorded is fine.
         req.model.n_embd = rec.model.n_embd;
         merge_for_resume(&rec, &req, &given(&["model.n_embd"])).unwrap();

@@ -159,7 +159,10 @@ fn open_run_dir(opts: &RunOptions) -> Result<Option<Resumable>> {
     let existing = run_dir::existing_entries(out);
     if opts.resume {
         let found = run_dir::find(out).with_context(|| {
-            format!("--resume: {} cannot be resumed; start over with --overwrite", out.display())
+            format!(
+                "--resume: {} cannot be resumed; start over with --overwrite",
+                out.display()
+            )
         })?;
         return match found {
             Some(r) => Ok(Some(r)),
@@ -466,11 +469,20 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     }
 
     let sample = if t.sample_tokens > 0 && !interrupted {
-        final_sample(gpu, &model, &trainer, tok.as_ref(), &data, t.seq, t.sample_tokens, t.seed)
-            .unwrap_or_else(|e| {
-                log::warn!("no sample: {e:#} (training and its checkpoint are complete)");
-                String::new()
-            })
+        final_sample(
+            gpu,
+            &model,
+            &trainer,
+            tok.as_ref(),
+            &data,
+            t.seq,
+            t.sample_tokens,
+            t.seed,
+        )
+        .unwrap_or_else(|e| {
+            log::warn!("no sample: {e:#} (training and its checkpoint are complete)");
+            String::new()
+        })
     } else {
         String::new()
     };
@@ -502,7 +514,11 @@ fn final_sample(
     tokens: usize,
     seed: u64,
 ) -> Result<String> {
-    let source = if data.val.is_empty() { &data.train } else { &data.val };
+    let source = if data.val.is_empty() {
+        &data.train
+    } else {
+        &data.val
+    };
     let n = source.len().min((seq / 2).max(1));
     ensure!(n > 0, "the text has no tokens to start a sample from");
     let mut prompt = first_line(&tok.decode(&source[..n]));

@@ -109,8 +109,8 @@ pub fn remove_run(out: &Path) -> Result<()> {
 /// Reads a checkpoint's trainer state.
 pub fn load_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     parse_state(&text).with_context(|| format!("{} is corrupt", path.display()))
 }
 

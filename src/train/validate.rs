@@ -28,7 +28,10 @@ fn non_negative_finite(v: f32) -> bool {
 
 /// The batch shape of a micro-batch: both at least 1, the product bounded.
 pub fn check_batch_shape(batch: usize, seq: usize) -> Result<()> {
-    ensure!(batch >= 1, "--batch (train.batch) must be at least 1, got {batch}");
+    ensure!(
+        batch >= 1,
+        "--batch (train.batch) must be at least 1, got {batch}"
+    );
     ensure!(seq >= 1, "--seq (train.seq) must be at least 1, got {seq}");
     let tokens = (batch as u128) * (seq as u128);
     ensure!(
@@ -150,7 +153,11 @@ impl RunConfig {
         }
         // The smallest vocabulary the tokenizer can have: a model too large
         // even then is refused before any data is read.
-        let vocab = if d.tokenizer == "bpe" { d.bpe_vocab.max(256) } else { 256 };
+        let vocab = if d.tokenizer == "bpe" {
+            d.bpe_vocab.max(256)
+        } else {
+            256
+        };
         check_model_size(&GptConfig::new(
             vocab,
             m.n_positions.unwrap_or(t.seq),
@@ -160,7 +167,9 @@ impl RunConfig {
         ))?;
         match m.attention.as_str() {
             "fused" | "unfused" | "auto" | "" => {}
-            other => bail!("--attention {other:?} (model.attention): expected fused, unfused or auto"),
+            other => {
+                bail!("--attention {other:?} (model.attention): expected fused, unfused or auto")
+            }
         }
         Ok(())
     }
@@ -178,21 +187,31 @@ mod tests {
     fn every_bad_setting_is_named() {
         let ok = RunConfig::default_for(true);
         ok.validate().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut RunConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut RunConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("--embd", Box::new(|c| c.model.n_embd = 0)),
             ("--heads", Box::new(|c| c.model.n_head = 0)),
             ("--layers", Box::new(|c| c.model.n_layer = 0)),
             ("divisible", Box::new(|c| c.model.n_head = 3)),
             ("--batch", Box::new(|c| c.train.batch = usize::MAX)),
             ("--seq", Box::new(|c| c.train.seq = 0)),
-            ("--grad-accum", Box::new(|c| c.train.grad_accum = usize::MAX)),
+            (
+                "--grad-accum",
+                Box::new(|c| c.train.grad_accum = usize::MAX),
+            ),
             ("--min-lr", Box::new(|c| c.optimizer.min_lr = 1.0)),
             ("--lr", Box::new(|c| c.optimizer.lr = f32::NAN)),
             ("got -1", Box::new(|c| c.optimizer.grad_clip = -1.0)),
             ("got NaN", Box::new(|c| c.optimizer.grad_clip = f32::NAN)),
             ("--val-fraction", Box::new(|c| c.data.val_fraction = 1.0)),
-            ("--keep-checkpoints", Box::new(|c| c.train.keep_checkpoints = 0)),
-            ("--attention", Box::new(|c| c.model.attention = "flash".into())),
+            (
+                "--keep-checkpoints",
+                Box::new(|c| c.train.keep_checkpoints = 0),
+            ),
+            (
+                "--attention",
+                Box::new(|c| c.model.attention = "flash".into()),
+            ),
         ];
         for (want, f) in cases {
             let mut c = ok.clone();

@@ -55,9 +55,31 @@ pub fn text_file(dir: &Path) -> PathBuf {
 /// The tiny training flags every run test uses (1 layer, 32 dims).
 pub fn tiny_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "--out", out, "--steps", steps, "--layers", "1", "--embd", "32",
-        "--heads", "2", "--seq", "32", "--batch", "4", "--log-every", "1", "--sample-tokens", "0",
-        "--eval-batches", "1", "--eval-every", "0",
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--layers",
+        "1",
+        "--embd",
+        "32",
+        "--heads",
+        "2",
+        "--seq",
+        "32",
+        "--batch",
+        "4",
+        "--log-every",
+        "1",
+        "--sample-tokens",
+        "0",
+        "--eval-batches",
+        "1",
+        "--eval-every",
+        "0",
     ]
 }
 

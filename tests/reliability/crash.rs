@@ -127,7 +127,11 @@ fn killed_at_every_point_of_a_save_the_run_resumes_bit_exactly() {
             .output()
             .unwrap();
         assert!(!o.status.success(), "{what}: the process was not killed");
-        assert!(stderr(&o).contains("KILN_CRASH_AT"), "{what}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("KILN_CRASH_AT"),
+            "{what}: {}",
+            stderr(&o)
+        );
         check_recovers(&out, &reference, &what);
         let _ = std::fs::remove_dir_all(&out);
     }

@@ -67,10 +67,30 @@ fn hostile_inputs_get_clear_answers() {
     // A Hugging Face style directory: weights and config, no training state.
     model_dir(&root.join("hf"), |_| {});
     std::fs::remove_dir_all(root.join("hf/tokenizer")).unwrap();
-    batch_file(&root.join("ok.safetensors"), [1, 4], vec![1, 2, 3, 4], vec![2, 3, 4, 5]);
-    batch_file(&root.join("bad-target.safetensors"), [1, 4], vec![1, 2, 3, 4], vec![2, 3, 999, 5]);
-    batch_file(&root.join("ignored.safetensors"), [1, 4], vec![1, 2, 3, 4], vec![-1; 4]);
-    batch_file(&root.join("bad-input.safetensors"), [1, 4], vec![1, -7, 3, 4], vec![2, 3, 4, 5]);
+    batch_file(
+        &root.join("ok.safetensors"),
+        [1, 4],
+        vec![1, 2, 3, 4],
+        vec![2, 3, 4, 5],
+    );
+    batch_file(
+        &root.join("bad-target.safetensors"),
+        [1, 4],
+        vec![1, 2, 3, 4],
+        vec![2, 3, 999, 5],
+    );
+    batch_file(
+        &root.join("ignored.safetensors"),
+        [1, 4],
+        vec![1, 2, 3, 4],
+        vec![-1; 4],
+    );
+    batch_file(
+        &root.join("bad-input.safetensors"),
+        [1, 4],
+        vec![1, -7, 3, 4],
+        vec![2, 3, 4, 5],
+    );
     let data = text.display().to_string();
     let out = r("run");
     let t = |extra: &[&str]| -> Vec<String> {
@@ -90,39 +110,307 @@ fn hostile_inputs_get_clear_answers() {
     };
     let model = r("model");
     let cases = vec![
-        Case { what: "`--embd 0` (defect 11)", args: t(&["--embd", "0"]), code: 1, says: "--embd" },
-        Case { what: "`--batch` 2^64−1 (defect 11)", args: t(&["--batch", "18446744073709551615"]), code: 1, says: "--batch" },
-        Case { what: "`--grad-accum` 2^64−1 (defect 11)", args: t(&["--grad-accum", "18446744073709551615"]), code: 1, says: "--grad-accum" },
-        Case { what: "`--layers 100000000` (defect 11)", args: t(&["--layers", "100000000"]), code: 1, says: "parameters" },
-        Case { what: "`--grad-clip=-1` (defect 7)", args: t(&["--grad-clip=-1", "x"]).into_iter().filter(|a| a != "x").collect(), code: 1, says: "got -1" },
-        Case { what: "`--grad-clip nan` (defect 7)", args: t(&["--grad-clip", "nan"]), code: 1, says: "got NaN" },
-        Case { what: "`--min-lr` above `--lr` (minor)", args: t(&["--lr", "0.001", "--min-lr", "0.01"]), code: 1, says: "--min-lr" },
-        Case { what: "`--on-nan maybe`", args: t(&["--on-nan", "maybe"]), code: 1, says: "stop or skip" },
-        Case { what: "`--keep-checkpoints 0`", args: t(&["--keep-checkpoints", "0"]), code: 1, says: "--keep-checkpoints" },
-        Case { what: "`--seq 0`", args: t(&["--seq", "0"]), code: 1, says: "--seq" },
-        Case { what: "`--val-fraction 1`", args: t(&["--val-fraction", "1"]), code: 1, says: "--val-fraction" },
-        Case { what: "`--heads 3` with `--embd 32`", args: t(&["--heads", "3"]), code: 1, says: "divisible" },
-        Case { what: "`--data` that does not exist", args: t(&["--data", "/nonexistent/corpus.txt"]), code: 1, says: "/nonexistent/corpus.txt" },
-        Case { what: "`--out` holding a Hugging Face model, no `--overwrite` (defect 15)", args: t(&["--out", &r("hf")]), code: 1, says: "--overwrite" },
-        Case { what: "`--resume` where nothing was trained", args: t(&["--out", &r("nothing"), "--resume", "x"]).into_iter().filter(|a| a != "x").collect(), code: 1, says: "no checkpoint" },
-        case("`graph --batch 4294967296 --seq 4294967296` (defect 11)", &["graph", "--batch", "4294967296", "--seq", "4294967296"], 1, "parameters"),
+        Case {
+            what: "`--embd 0` (defect 11)",
+            args: t(&["--embd", "0"]),
+            code: 1,
+            says: "--embd",
+        },
+        Case {
+            what: "`--batch` 2^64−1 (defect 11)",
+            args: t(&["--batch", "18446744073709551615"]),
+            code: 1,
+            says: "--batch",
+        },
+        Case {
+            what: "`--grad-accum` 2^64−1 (defect 11)",
+            args: t(&["--grad-accum", "18446744073709551615"]),
+            code: 1,
+            says: "--grad-accum",
+        },
+        Case {
+            what: "`--layers 100000000` (defect 11)",
+            args: t(&["--layers", "100000000"]),
+            code: 1,
+            says: "parameters",
+        },
+        Case {
+            what: "`--grad-clip=-1` (defect 7)",
+            args: t(&["--grad-clip=-1", "x"])
+                .into_iter()
+                .filter(|a| a != "x")
+                .collect(),
+            code: 1,
+            says: "got -1",
+        },
+        Case {
+            what: "`--grad-clip nan` (defect 7)",
+            args: t(&["--grad-clip", "nan"]),
+            code: 1,
+            says: "got NaN",
+        },
+        Case {
+            what: "`--min-lr` above `--lr` (minor)",
+            args: t(&["--lr", "0.001", "--min-lr", "0.01"]),
+            code: 1,
+            says: "--min-lr",
+        },
+        Case {
+            what: "`--on-nan maybe`",
+            args: t(&["--on-nan", "maybe"]),
+            code: 1,
+            says: "stop or skip",
+        },
+        Case {
+            what: "`--keep-checkpoints 0`",
+            args: t(&["--keep-checkpoints", "0"]),
+            code: 1,
+            says: "--keep-checkpoints",
+        },
+        Case {
+            what: "`--seq 0`",
+            args: t(&["--seq", "0"]),
+            code: 1,
+            says: "--seq",
+        },
+        Case {
+            what: "`--val-fraction 1`",
+            args: t(&["--val-fraction", "1"]),
+            code: 1,
+            says: "--val-fraction",
+        },
+        Case {
+            what: "`--heads 3` with `--embd 32`",
+            args: t(&["--heads", "3"]),
+            code: 1,
+            says: "divisible",
+        },
+        Case {
+            what: "`--data` that does not exist",
+            args: t(&["--data", "/nonexistent/corpus.txt"]),
+            code: 1,
+            says: "/nonexistent/corpus.txt",
+        },
+        Case {
+            what: "`--out` holding a Hugging Face model, no `--overwrite` (defect 15)",
+            args: t(&["--out", &r("hf")]),
+            code: 1,
+            says: "--overwrite",
+        },
+        Case {
+            what: "`--resume` where nothing was trained",
+            args: t(&["--out", &r("nothing"), "--resume", "x"])
+                .into_iter()
+                .filter(|a| a != "x")
+                .collect(),
+            code: 1,
+            says: "no checkpoint",
+        },
+        case(
+            "`graph --batch 4294967296 --seq 4294967296` (defect 11)",
+            &["graph", "--batch", "4294967296", "--seq", "4294967296"],
+            1,
+            "parameters",
+        ),
         case("`graph --embd 0`", &["graph", "--embd", "0"], 1, "n_embd"),
-        Case { what: "`eval --seq` 2^64−1 (defect 11)", args: vec!["eval".into(), "--checkpoint".into(), model.clone(), "--data".into(), data.clone(), "--seq".into(), "18446744073709551615".into()], code: 1, says: "--seq" },
-        Case { what: "`eval --seq 0` (defect 13)", args: vec!["eval".into(), "--checkpoint".into(), model.clone(), "--data".into(), data.clone(), "--seq".into(), "0".into()], code: 1, says: "between 1 and" },
-        Case { what: "`eval` of a checkpoint holding NaN (defect 6)", args: vec!["eval".into(), "--checkpoint".into(), r("nan-model"), "--data".into(), data.clone()], code: 1, says: "non-finite" },
-        Case { what: "`sample` of a checkpoint holding NaN (defect 6)", args: vec!["sample".into(), "--checkpoint".into(), r("nan-model")], code: 1, says: "non-finite" },
-        Case { what: "both `wte.weight` and `transformer.wte.weight` (defect 12)", args: vec!["sample".into(), "--checkpoint".into(), r("ambiguous"), "--tokens".into(), "1".into()], code: 1, says: "both" },
-        Case { what: "a tensor that is not a GPT-2 parameter (defect 12)", args: vec!["sample".into(), "--checkpoint".into(), r("extra"), "--tokens".into(), "1".into()], code: 0, says: "something.else" },
-        Case { what: "`config.json` that is not JSON", args: vec!["eval".into(), "--checkpoint".into(), r("garbage"), "--data".into(), data.clone()], code: 1, says: "config.json" },
-        case("`eval --checkpoint /nonexistent/dir`", &["eval", "--checkpoint", "/nonexistent/dir", "--data", "x"], 1, "/nonexistent/dir"),
-        case("`grads --checkpoint /nonexistent/dir` (defect 13)", &["grads", "--checkpoint", "/nonexistent/dir", "--tokens", "x", "--out", "y"], 1, "/nonexistent/dir"),
-        Case { what: "`grads --checkpoint DIR/missing.safetensors` (defect 8)", args: vec!["grads".into(), "--checkpoint".into(), format!("{model}/missing.safetensors"), "--tokens".into(), r("ok.safetensors"), "--out".into(), r("g.safetensors")], code: 1, says: "missing.safetensors" },
-        Case { what: "`grads --tokens missing.safetensors` (defect 13)", args: vec!["grads".into(), "--checkpoint".into(), model.clone(), "--tokens".into(), r("missing.safetensors"), "--out".into(), r("g.safetensors")], code: 1, says: "no such file" },
-        Case { what: "`grads`: a target out of the vocabulary (defect 9)", args: vec!["grads".into(), "--checkpoint".into(), model.clone(), "--tokens".into(), r("bad-target.safetensors"), "--out".into(), r("g.safetensors")], code: 1, says: "targets[0][2] = 999" },
-        Case { what: "`grads`: every target ignored (defect 9)", args: vec!["grads".into(), "--checkpoint".into(), model.clone(), "--tokens".into(), r("ignored.safetensors"), "--out".into(), r("g.safetensors")], code: 1, says: "every target" },
-        Case { what: "`grads`: a negative input id", args: vec!["grads".into(), "--checkpoint".into(), model.clone(), "--tokens".into(), r("bad-input.safetensors"), "--out".into(), r("g.safetensors")], code: 1, says: "inputs[0][1] = -7" },
-        Case { what: "`grads --tokens` given a model file", args: vec!["grads".into(), "--checkpoint".into(), model.clone(), "--tokens".into(), format!("{model}/model.safetensors"), "--out".into(), r("g.safetensors")], code: 1, says: "inputs" },
-        Case { what: "`sample --prompt ''`", args: vec!["sample".into(), "--checkpoint".into(), model.clone(), "--prompt".into(), "".into()], code: 1, says: "--prompt" },
+        Case {
+            what: "`eval --seq` 2^64−1 (defect 11)",
+            args: vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--data".into(),
+                data.clone(),
+                "--seq".into(),
+                "18446744073709551615".into(),
+            ],
+            code: 1,
+            says: "--seq",
+        },
+        Case {
+            what: "`eval --seq 0` (defect 13)",
+            args: vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--data".into(),
+                data.clone(),
+                "--seq".into(),
+                "0".into(),
+            ],
+            code: 1,
+            says: "between 1 and",
+        },
+        Case {
+            what: "`eval` of a checkpoint holding NaN (defect 6)",
+            args: vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                r("nan-model"),
+                "--data".into(),
+                data.clone(),
+            ],
+            code: 1,
+            says: "non-finite",
+        },
+        Case {
+            what: "`sample` of a checkpoint holding NaN (defect 6)",
+            args: vec!["sample".into(), "--checkpoint".into(), r("nan-model")],
+            code: 1,
+            says: "non-finite",
+        },
+        Case {
+            what: "both `wte.weight` and `transformer.wte.weight` (defect 12)",
+            args: vec![
+                "sample".into(),
+                "--checkpoint".into(),
+                r("ambiguous"),
+                "--tokens".into(),
+                "1".into(),
+            ],
+            code: 1,
+            says: "both",
+        },
+        Case {
+            what: "a tensor that is not a GPT-2 parameter (defect 12)",
+            args: vec![
+                "sample".into(),
+                "--checkpoint".into(),
+                r("extra"),
+                "--tokens".into(),
+                "1".into(),
+            ],
+            code: 0,
+            says: "something.else",
+        },
+        Case {
+            what: "`config.json` that is not JSON",
+            args: vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                r("garbage"),
+                "--data".into(),
+                data.clone(),
+            ],
+            code: 1,
+            says: "config.json",
+        },
+        case(
+            "`eval --checkpoint /nonexistent/dir`",
+            &["eval", "--checkpoint", "/nonexistent/dir", "--data", "x"],
+            1,
+            "/nonexistent/dir",
+        ),
+        case(
+            "`grads --checkpoint /nonexistent/dir` (defect 13)",
+            &[
+                "grads",
+                "--checkpoint",
+                "/nonexistent/dir",
+                "--tokens",
+                "x",
+                "--out",
+                "y",
+            ],
+            1,
+            "/nonexistent/dir",
+        ),
+        Case {
+            what: "`grads --checkpoint DIR/missing.safetensors` (defect 8)",
+            args: vec![
+                "grads".into(),
+                "--checkpoint".into(),
+                format!("{model}/missing.safetensors"),
+                "--tokens".into(),
+                r("ok.safetensors"),
+                "--out".into(),
+                r("g.safetensors"),
+            ],
+            code: 1,
+            says: "missing.safetensors",
+        },
+        Case {
+            what: "`grads --tokens missing.safetensors` (defect 13)",
+            args: vec![
+                "grads".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--tokens".into(),
+                r("missing.safetensors"),
+                "--out".into(),
+                r("g.safetensors"),
+            ],
+            code: 1,
+            says: "no such file",
+        },
+        Case {
+            what: "`grads`: a target out of the vocabulary (defect 9)",
+            args: vec![
+                "grads".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--tokens".into(),
+                r("bad-target.safetensors"),
+                "--out".into(),
+                r("g.safetensors"),
+            ],
+            code: 1,
+            says: "targets[0][2] = 999",
+        },
+        Case {
+            what: "`grads`: every target ignored (defect 9)",
+            args: vec![
+                "grads".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--tokens".into(),
+                r("ignored.safetensors"),
+                "--out".into(),
+                r("g.safetensors"),
+            ],
+            code: 1,
+            says: "every target",
+        },
+        Case {
+            what: "`grads`: a negative input id",
+            args: vec![
+                "grads".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--tokens".into(),
+                r("bad-input.safetensors"),
+                "--out".into(),
+                r("g.safetensors"),
+            ],
+            code: 1,
+            says: "inputs[0][1] = -7",
+        },
+        Case {
+            what: "`grads --tokens` given a model file",
+            args: vec![
+                "grads".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--tokens".into(),
+                format!("{model}/model.safetensors"),
+                "--out".into(),
+                r("g.safetensors"),
+            ],
+            code: 1,
+            says: "inputs",
+        },
+        Case {
+            what: "`sample --prompt ''`",
+            args: vec![
+                "sample".into(),
+                "--checkpoint".into(),
+                model.clone(),
+                "--prompt".into(),
+                "".into(),
+            ],
+            code: 1,
+            says: "--prompt",
+        },
     ];
     let mut rows = Vec::new();
     let mut failures = Vec::new();

@@ -51,7 +51,11 @@ fn resume_applies_changeable_flags_keeps_n_and_falls_back() {
     assert!(current_file(&out, "run.toml")
         .windows(9)
         .any(|w| w == b"steps = 4"));
-    for f in ["model.safetensors", "config.json", "tokenizer/tokenizer_kind.json"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer/tokenizer_kind.json",
+    ] {
         assert_eq!(
             std::fs::read(out.join(f)).unwrap(),
             current_file(&out, f),
@@ -59,8 +63,14 @@ fn resume_applies_changeable_flags_keeps_n_and_falls_back() {
         );
     }
     // A setting that may not change is refused, naming it.
-    let r = run(&["train", "--out", &o, "--resume", "--steps", "5", "--seq", "16"]);
-    assert!(!r.status.success() && stderr(&r).contains("--seq"), "{}", stderr(&r));
+    let r = run(&[
+        "train", "--out", &o, "--resume", "--steps", "5", "--seq", "16",
+    ]);
+    assert!(
+        !r.status.success() && stderr(&r).contains("--seq"),
+        "{}",
+        stderr(&r)
+    );
     // Damage the newest checkpoint: loading falls back to the previous one.
     let newest = out.join("checkpoints/step-00000004/model.safetensors");
     let bytes = std::fs::read(&newest).unwrap();
@@ -84,11 +94,23 @@ fn nan_stops_without_saving_or_is_skipped_and_counted() {
     let data = text_file(&root).display().to_string();
     let o = root.join("stop").display().to_string();
     let mut a = tiny_args(&data, &o, "10");
-    a.extend(["--lr", "1e6", "--min-lr", "0", "--warmup", "0", "--checkpoint-every", "1"]);
+    a.extend([
+        "--lr",
+        "1e6",
+        "--min-lr",
+        "0",
+        "--warmup",
+        "0",
+        "--checkpoint-every",
+        "1",
+    ]);
     let r = run(&a);
     let e = stderr(&r);
     assert_eq!(r.status.code(), Some(1), "{e}");
-    assert!(e.contains("step ") && e.contains("first non-finite tensor"), "{e}");
+    assert!(
+        e.contains("step ") && e.contains("first non-finite tensor"),
+        "{e}"
+    );
     let stop = root.join("stop");
     for s in steps_in(&stop) {
         let dir = stop.join("checkpoints").join(&s);
@@ -98,12 +120,17 @@ fn nan_stops_without_saving_or_is_skipped_and_counted() {
     }
     let o = root.join("skip").display().to_string();
     let mut a = tiny_args(&data, &o, "10");
-    a.extend(["--lr", "1e6", "--min-lr", "0", "--warmup", "0", "--on-nan", "skip"]);
+    a.extend([
+        "--lr", "1e6", "--min-lr", "0", "--warmup", "0", "--on-nan", "skip",
+    ]);
     let r = run(&a);
     ok(&r, "--on-nan skip");
     assert!(String::from_utf8_lossy(&r.stdout).contains("skipped"));
     let rows = kiln::io::read_metrics(&root.join("skip/metrics.jsonl")).unwrap();
-    assert!(rows.iter().any(|r| r.get("nan_skipped").is_some()), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r.get("nan_skipped").is_some()),
+        "{rows:?}"
+    );
     let dir = kiln::io::ckpt_store::resolve(&root.join("skip")).unwrap();
     let cfg = kiln::train::checkpoint::load_config(&dir).unwrap();
     kiln::train::checkpoint::load_params(&dir, &cfg).expect("skipped steps keep weights finite");
@@ -116,10 +143,24 @@ fn nan_stops_without_saving_or_is_skipped_and_counted() {
 fn clip_off_and_promptless_samples_succeed() {
     let root = scratch("prompt");
     let tiny = root.join("tiny.txt");
-    std::fs::write(&tiny, "the quick brown fox jumps over the lazy dog, again and again, twice.").unwrap();
-    let (t, o) = (tiny.display().to_string(), root.join("a").display().to_string());
+    std::fs::write(
+        &tiny,
+        "the quick brown fox jumps over the lazy dog, again and again, twice.",
+    )
+    .unwrap();
+    let (t, o) = (
+        tiny.display().to_string(),
+        root.join("a").display().to_string(),
+    );
     let mut a = tiny_args(&t, &o, "1");
-    a.extend(["--val-fraction", "0", "--sample-tokens", "4", "--grad-clip", "0"]);
+    a.extend([
+        "--val-fraction",
+        "0",
+        "--sample-tokens",
+        "4",
+        "--grad-clip",
+        "0",
+    ]);
     let i = a.iter().position(|x| *x == "--sample-tokens").unwrap();
     a.remove(i);
     a.remove(i);
@@ -162,7 +203,11 @@ fn grads_loads_the_weights_file_it_is_given() {
             &root.join("g.safetensors").display().to_string(),
         ]);
         ok(&r, "grads");
-        String::from_utf8_lossy(&r.stdout).split(';').next().unwrap().to_string()
+        String::from_utf8_lossy(&r.stdout)
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
     };
     let (a, other, b) = (
         loss(&root.join("a")),
@@ -195,7 +240,10 @@ fn tokenizer_survives_a_kill_and_overwrite_leaves_no_mix() {
         assert!(!r.status.success());
         assert_eq!(current_file(&out, "tokenizer/vocab.json"), vocab);
     }
-    ok(&run(&["sample", "--checkpoint", &o, "--tokens", "2"]), "sample");
+    ok(
+        &run(&["sample", "--checkpoint", &o, "--tokens", "2"]),
+        "sample",
+    );
     // --overwrite with a byte tokenizer, killed at its first write.
     let a = tiny_args(&data, &o, "1");
     let mut a: Vec<&str> = a;
@@ -246,15 +294,30 @@ fn old_layout_resumes_leftovers_are_cleaned_and_data_changes_are_reported() {
     std::fs::write(b_dir.join("trainer_state.json"), &bad).unwrap();
     let r = run(&["train", "--out", &bo, "--resume", "--steps", "2"]);
     let e = stderr(&r);
-    assert!(!r.status.success() && e.contains("--overwrite") && e.contains("sample"), "{e}");
+    assert!(
+        !r.status.success() && e.contains("--overwrite") && e.contains("sample"),
+        "{e}"
+    );
     std::fs::write(b_dir.join("trainer_state.json"), st).unwrap();
     for d in [&a_dir, &b_dir] {
-        let r = run(&["train", "--out", &d.display().to_string(), "--resume", "--steps", "2"]);
+        let r = run(&[
+            "train",
+            "--out",
+            &d.display().to_string(),
+            "--resume",
+            "--steps",
+            "2",
+        ]);
         ok(&r, "resume");
     }
     assert!(!b_dir.join(".model.safetensors.tmp.999999999.0").exists());
-    assert!(!b_dir.join("checkpoints/.step-00000009.partial.999999999.3").exists());
-    assert!(!b_dir.join("trainer_state.json").exists(), "old state removed");
+    assert!(!b_dir
+        .join("checkpoints/.step-00000009.partial.999999999.3")
+        .exists());
+    assert!(
+        !b_dir.join("trainer_state.json").exists(),
+        "old state removed"
+    );
     for f in ["model.safetensors", "optimizer.safetensors"] {
         assert!(current_file(&a_dir, f) == current_file(&b_dir, f), "{f}");
     }
@@ -299,10 +362,14 @@ fn ctrl_c_saves_and_exits_130_and_twice_exits_at_once() {
         assert_eq!(r.status.code(), Some(130), "{name}: {}", stderr(&r));
         let found = kiln::train::run_dir::find(&out).expect("the directory loads");
         if signals == 1 {
-            let state = kiln::train::run_dir::load_state(&found.expect("a checkpoint").dir).unwrap();
+            let state =
+                kiln::train::run_dir::load_state(&found.expect("a checkpoint").dir).unwrap();
             assert!(state.step >= 3, "saved at step {}", state.step);
             let more = (state.step + 1).to_string();
-            ok(&run(&["train", "--out", &o, "--resume", "--steps", &more]), "resume");
+            ok(
+                &run(&["train", "--out", &o, "--resume", "--steps", &more]),
+                "resume",
+            );
         }
     }
     let _ = std::fs::remove_dir_all(root);
