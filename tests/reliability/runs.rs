@@ -299,6 +299,18 @@ fn old_layout_resumes_leftovers_are_cleaned_and_data_changes_are_reported() {
         "{e}"
     );
     std::fs::write(b_dir.join("trainer_state.json"), st).unwrap();
+    // Defect 13: a missing optimizer file is named, with a way out.
+    let opt = b_dir.join("optimizer.safetensors");
+    std::fs::rename(&opt, root.join("opt")).unwrap();
+    let r = run(&["train", "--out", &bo, "--resume", "--steps", "2"]);
+    let e = stderr(&r);
+    assert!(
+        e.contains("optimizer.safetensors")
+            && e.contains("--overwrite")
+            && !e.contains("--checkpoint"),
+        "{e}"
+    );
+    std::fs::rename(root.join("opt"), &opt).unwrap();
     for d in [&a_dir, &b_dir] {
         let r = run(&[
             "train",
