@@ -266,6 +266,7 @@ fn default_run() -> Result<()> {
         );
     }
     let out = PathBuf::from("runs/default");
+    kiln::train::interrupt::install()?;
     let summary = run_training(
         &gpu,
         &cfg,
@@ -276,6 +277,9 @@ fn default_run() -> Result<()> {
         },
     )?;
     print_summary(&summary);
+    if summary.interrupted {
+        std::process::exit(kiln::train::interrupt::EXIT_INTERRUPTED);
+    }
     Ok(())
 }
 
