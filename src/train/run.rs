@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
@@ -150,55 +150,6 @@ impl Progress {
     }
 }
 
-/// Decides what `opts.out` holds and what to do with it: the checkpoint to
-/// resume from (with `--resume`), or a fresh start (refusing to clobber an
-/// existing run or model without `--overwrite`).
-fn open_run_dir(opts: &RunOptions) -> Result<Option<Resumable>> {
-    let out = &opts.out;
-    ckpt_store::clean_leftovers(out);
-    let existing = run_dir::existing_entries(out);
-    if opts.resume {
-        let found = run_dir::find(out).with_context(|| {
-            format!(
-                "--resume: {} cannot be resumed; start over with --overwrite",
-                out.display()
-            )
-        })?;
-        return match found {
-            Some(r) => Ok(Some(r)),
-            None if existing.is_empty() => bail!(
-                "--resume: no checkpoint in {} (no run has been trained there)",
-                out.display()
-            ),
-            None => bail!(
-                "--resume: no complete checkpoint in {} (it holds {}, but the run saved no \
-                 checkpoint before it stopped); start over with --overwrite",
-                out.display(),
-                existing.join(", ")
-            ),
-        };
-    }
-    if !existing.is_empty() {
-        if !opts.overwrite {
-            let what = if run_dir::find(out).ok().flatten().is_some()
-                || existing.contains(&run_dir::METRICS_FILE)
-            {
-                "a training run"
-            } else {
-                "a model or other Kiln files"
-            };
-            bail!(
-                "{} already holds {what} ({}); pass --resume to continue it or --overwrite to \
-                 replace it (or choose another --out)",
-                out.display(),
-                existing.join(", ")
-            );
-        }
-        run_dir::remove_run(out)?;
-    }
-    Ok(None)
-}
-
 /// Runs (or resumes) a training run described by `cfg` into `opts.out`.
 pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     let out = &opts.out;
@@ -206,7 +157,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         // Before --overwrite removes anything.
         cfg.validate()?;
     }
-    let from = open_run_dir(opts)?;
+    let from = run_dir::open(&opts.out, opts.resume, opts.overwrite)?;
     let cfg = match &from {
         Some(r) => merge_for_resume(&run_dir::load_run_config(&r.dir)?, cfg, &opts.given)?,
         None => cfg.clone(),

@@ -67,6 +67,52 @@ pub fn find(out: &Path) -> Result<Option<Resumable>> {
     Ok(None)
 }
 
+/// Decides what `out` holds and what to do with it: the checkpoint to
+/// resume from (with `resume`), or a fresh start (refusing to clobber an
+/// existing run or model without `overwrite`, removing it with).
+pub fn open(out: &Path, resume: bool, overwrite: bool) -> Result<Option<Resumable>> {
+    ckpt_store::clean_leftovers(out);
+    let existing = existing_entries(out);
+    if resume {
+        let found = find(out).with_context(|| {
+            format!(
+                "--resume: {} cannot be resumed; start over with --overwrite",
+                out.display()
+            )
+        })?;
+        return match found {
+            Some(r) => Ok(Some(r)),
+            None if existing.is_empty() => bail!(
+                "--resume: no checkpoint in {} (no run has been trained there)",
+                out.display()
+            ),
+            None => bail!(
+                "--resume: no complete checkpoint in {} (it holds {}, but the run saved no \
+                 checkpoint before it stopped); start over with --overwrite",
+                out.display(),
+                existing.join(", ")
+            ),
+        };
+    }
+    if !existing.is_empty() {
+        if !overwrite {
+            let what = if find(out).ok().flatten().is_some() || existing.contains(&METRICS_FILE) {
+                "a training run"
+            } else {
+                "a model or other Kiln files"
+            };
+            bail!(
+                "{} already holds {what} ({}); pass --resume to continue it or --overwrite to \
+                 replace it (or choose another --out)",
+                out.display(),
+                existing.join(", ")
+            );
+        }
+        remove_run(out)?;
+    }
+    Ok(None)
+}
+
 /// Files and directories Kiln writes into a run directory.
 const RUN_ENTRIES: &[&str] = &[
     CHECKPOINTS_DIR,
