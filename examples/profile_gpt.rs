@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             n_embd: embd,
             n_positions: seq,
             vocab_size: vocab,
+            ..Default::default()
         },
     )?;
     let shapes = param_shapes(model.as_ref())?;

@@ -432,8 +432,12 @@ fn bad_arguments_give_clear_errors() {
     let gi = upload_i32(&[4], &[0; 4]);
     let e = err(adamw_step(g, &p, &gi, &m, &v, None, &c, 1));
     assert!(e.contains("i32"), "{e}");
-    let e = err(adamw_step(g, &p, &gr, &m, &v, Some((&s, 0.0)), &c, 1));
-    assert!(e.contains("max_norm"), "{e}");
+    // 0 = no clipping (issue 10, defect 7: it was refused); negative or NaN are named.
+    assert!(adamw_step(g, &p, &gr, &m, &v, Some((&s, 0.0)), &c, 1).is_ok());
+    let e = err(adamw_step(g, &p, &gr, &m, &v, Some((&s, -1.0)), &c, 1));
+    assert!(e.contains("max_norm") && e.contains("got -1"), "{e}");
+    let e = err(adamw_step(g, &p, &gr, &m, &v, Some((&s, f32::NAN)), &c, 1));
+    assert!(e.contains("got NaN"), "{e}");
     let e = err(adamw_step(g, &p, &gr, &m, &v, Some((&t4(), 1.0)), &c, 1));
     assert!(e.contains("sumsq has 4 elements"), "{e}");
     let bad = AdamWConfig { beta2: 1.0, ..c };
@@ -452,4 +456,77 @@ fn bad_arguments_give_clear_errors() {
     );
     let e = err(clip_by_global_norm(g, &p, &s, f32::NAN));
     assert!(e.contains("max_norm"), "{e}");
+}
+
+/// Issue 10: a non-finite loss or Σg² makes the step a no-op (parameters
+/// and moments keep their bits), the guard counts it and records the first
+/// bad step; sticky mode skips every later step too.
+#[test]
+fn guard_skips_non_finite_steps_and_counts_them() {
+    use kiln::kernels::guard::{guard_uniform, nonfinite_guard, STATE_WORDS};
+    let g = gpu();
+    let c = AdamWConfig::default();
+    let p0 = [0.5f32, -1.0, 2.0, 0.25];
+    let (p, m, v) = (
+        upload(&[4], &p0),
+        upload(&[4], &[0.0; 4]),
+        upload(&[4], &[0.0; 4]),
+    );
+    let grad = upload(&[4], &[0.1, 0.2, -0.3, 0.4]);
+    let sumsq = upload(&[1], &[0.0]);
+    let losses = upload(&[2], &[1.0, 2.0]);
+    let state = g.zeros(&[STATE_WORDS], DType::U32).unwrap();
+    let norm = sum_squares(g, &[&grad], &sumsq).unwrap();
+    let update = adamw_step(g, &p, &grad, &m, &v, Some((&sumsq, 0.0)), &c, 1).unwrap();
+    let run = |sticky: bool, step: u64, loss: [f32; 2], gr: [f32; 4]| {
+        let guard = nonfinite_guard(g, &losses, 2, &sumsq, &state, sticky).unwrap();
+        guard
+            .set_uniform(g, &guard_uniform(step, 2, sticky))
+            .unwrap();
+        losses.write_f32(g, &loss).unwrap();
+        grad.write_f32(g, &gr).unwrap();
+        let mut enc = g.device().create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in &norm {
+                d.encode(&mut pass);
+            }
+            guard.encode(&mut pass);
+            update.encode(&mut pass);
+        }
+        g.queue().submit([enc.finish()]);
+        let read = |t: &Tensor| pollster::block_on(t.read_f32(g)).unwrap();
+        let words = pollster::block_on(state.read_u32(g)).unwrap();
+        (read(&p), read(&m), words)
+    };
+    let fine = [0.1, 0.2, -0.3, 0.4];
+    let (p1, m1, w) = run(false, 0, [1.0, 2.0], fine);
+    assert_ne!(p1, p0.to_vec(), "a finite step updates");
+    assert_eq!(w[..3], [0, 0, 0]);
+    for (i, (loss, gr)) in [
+        ([f32::NAN, 1.0], fine),
+        ([1.0, f32::INFINITY], fine),
+        ([1.0, 1.0], [0.1, f32::NAN, 0.0, 0.0]),
+        ([1.0, 1.0], [3e38, 3e38, 0.0, 0.0]), // Σg² overflows
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (p2, m2, w) = run(false, 7 + i as u64, loss, gr);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p2), bits(&p1), "case {i}: parameters unchanged");
+        assert_eq!(bits(&m2), bits(&m1), "case {i}: moments unchanged");
+        assert_eq!(
+            w[..3],
+            [i as u32 + 1, 8, 1],
+            "case {i}: counted, first bad step 8"
+        );
+    }
+    // Not sticky: a finite step updates again. Sticky: it is skipped.
+    let (p3, _, w) = run(false, 20, [1.0, 1.0], fine);
+    assert_ne!(p3, p1);
+    assert_eq!(w[..3], [4, 8, 0]);
+    let (p4, _, w) = run(true, 21, [1.0, 1.0], fine);
+    assert_eq!(p4, p3, "sticky: every step after a bad one is skipped");
+    assert_eq!(w[..3], [5, 8, 1]);
 }

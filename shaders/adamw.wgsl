@@ -5,6 +5,9 @@
 // parameter block does not depend on the tensor and one step's block can be
 // written into every parameter's dispatch.
 //
+// A non-finite sumsq[0] (Σg² of the step) makes the update a no-op: the
+// parameters and moments keep their values (PyTorch would write NaN).
+//
 // Per element, in PyTorch's order (scalars computed on the CPU in f64):
 //   g = grad · clip                      clip = min(1, max_norm / (sqrt(sumsq) + 1e-6))
 //   p = p · (1 − lr·wd)
@@ -21,7 +24,7 @@ struct Params {
     step_size: f32,        // lr / (1 − β1^t)
     bc2_sqrt: f32,         // sqrt(1 − β2^t)
     eps: f32,
-    max_norm: f32,         // ≤ 0: no clipping (sumsq is bound but not read)
+    max_norm: f32,         // ≤ 0: no clipping (sumsq is still read: non-finite = skip)
 }
 
 override WG: u32 = 256;
@@ -69,6 +72,11 @@ fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
          @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
     if (i >= arrayLength(&param)) {
+        return;
+    }
+    // A non-finite Σg² means this step's gradient is unusable (or the
+    // guard, guard.wgsl, skipped the step): no update at all.
+    if ((bitcast<u32>(sumsq[0]) & 0x7f800000u) == 0x7f800000u) {
         return;
     }
     var g = grad[i];

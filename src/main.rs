@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use kiln::runtime::devices::adapter_reports;
@@ -132,7 +132,17 @@ struct TrainArgs {
     val_fraction: Option<f64>,
     #[arg(long)]
     sample_tokens: Option<usize>,
-    /// Continue the run in --out from its last checkpoint.
+    /// Complete checkpoints to keep in --out/checkpoints (default 2).
+    #[arg(long)]
+    keep_checkpoints: Option<usize>,
+    /// A NaN or infinite loss or gradient: stop (default; names the step and the
+    /// first non-finite tensor, saves nothing after it) or skip (the update).
+    #[arg(long)]
+    on_nan: Option<String>,
+    /// Continue the run in --out from its last complete checkpoint. Flags that
+    /// may change (--steps, cadences, --lr and other optimizer settings,
+    /// --keep-checkpoints, --on-nan) apply; model, data and batch flags must
+    /// match the run's.
     #[arg(long)]
     resume: bool,
     /// Replace an existing run in --out.
@@ -184,7 +194,7 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct GradsArgs {
-    /// model.safetensors (config.json beside it) or a run directory.
+    /// A run directory, or a safetensors weights file with config.json beside it.
     #[arg(long)]
     checkpoint: PathBuf,
     /// safetensors with the model's inputs by their Hugging Face names (GPT-2:
@@ -196,6 +206,7 @@ struct GradsArgs {
 }
 
 fn main() {
+    kiln::util::logger::init();
     if let Err(e) = real_main() {
         eprintln!("kiln: error: {e:#}");
         std::process::exit(1);
@@ -256,18 +267,20 @@ fn default_run() -> Result<()> {
         );
     }
     let out = PathBuf::from("runs/default");
+    kiln::train::interrupt::install()?;
     let summary = run_training(
         &gpu,
         &cfg,
         &RunOptions {
             out,
-            resume: false,
             overwrite: true,
-            stop_after: None,
-            quiet: false,
+            ..Default::default()
         },
     )?;
     print_summary(&summary);
+    if summary.interrupted {
+        std::process::exit(kiln::train::interrupt::EXIT_INTERRUPTED);
+    }
     Ok(())
 }
 
@@ -282,6 +295,14 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
         s.loss_floor
             .map_or(String::new(), |f| format!(" (corpus entropy floor {f:.4})")),
     );
+    if s.interrupted {
+        println!(
+            "kiln: interrupted at step {}: checkpoint saved in {}; continue with --resume",
+            s.steps,
+            s.out.display()
+        );
+        return;
+    }
     println!(
         "kiln: checkpoint, metrics.jsonl and loss.svg in {}",
         s.out.display()
@@ -303,9 +324,17 @@ fn train(a: TrainArgs) -> Result<()> {
         Some(p) => RunConfig::from_toml_file(p)?,
         None => RunConfig::default_for(gpu.is_cpu()),
     };
+    // The settings given explicitly: they matter to --resume.
+    let mut given = std::collections::BTreeSet::new();
+    if let Some(p) = &a.config {
+        given = kiln::train::resume::keys_in_toml(&std::fs::read_to_string(p)?)?;
+    }
     macro_rules! set {
-        ($($flag:ident => $($field:ident).+),* $(,)?) => {
-            $(if let Some(v) = a.$flag.clone() { c.$($field).+ = v; })*
+        ($($flag:ident => $sec:ident . $field:ident),* $(,)?) => {
+            $(if let Some(v) = a.$flag.clone() {
+                c.$sec.$field = v;
+                given.insert(concat!(stringify!($sec), ".", stringify!($field)).to_string());
+            })*
         };
     }
     set!(
@@ -313,21 +342,31 @@ fn train(a: TrainArgs) -> Result<()> {
         steps => train.steps, batch => train.batch, seq => train.seq, grad_accum => train.grad_accum,
         seed => train.seed, eval_every => train.eval_every, eval_batches => train.eval_batches,
         log_every => train.log_every, checkpoint_every => train.checkpoint_every,
-        sample_tokens => train.sample_tokens,
+        sample_tokens => train.sample_tokens, keep_checkpoints => train.keep_checkpoints,
         layers => model.n_layer, heads => model.n_head, embd => model.n_embd, attention => model.attention,
         lr => optimizer.lr, min_lr => optimizer.min_lr, warmup => optimizer.warmup_steps,
         weight_decay => optimizer.weight_decay, grad_clip => optimizer.grad_clip,
     );
+    if let Some(v) = &a.on_nan {
+        c.train.on_nan = kiln::train::nan_guard::OnNan::parse(v)?;
+        given.insert("train.on_nan".into());
+    }
     if a.data.is_some() {
         c.data.path = a.data.clone();
+        given.insert("data.path".into());
     }
     if a.steps.is_some() || a.config.is_none() {
         c.optimizer.decay_steps = c.train.steps;
     }
     if a.print_config {
+        c.validate()?;
         print!("{}", c.to_toml());
         return Ok(());
     }
+    if !a.resume {
+        c.validate()?;
+    }
+    kiln::train::interrupt::install()?;
     let summary = run_training(
         &gpu,
         &c,
@@ -337,18 +376,61 @@ fn train(a: TrainArgs) -> Result<()> {
             overwrite: a.overwrite,
             stop_after: a.stop_after,
             quiet: false,
+            given,
         },
     )?;
     print_summary(&summary);
+    if summary.interrupted {
+        std::process::exit(kiln::train::interrupt::EXIT_INTERRUPTED);
+    }
     Ok(())
 }
 
+/// A run or model directory's current checkpoint: (its directory, the
+/// model its config.json describes, the weights).
+fn load_run(
+    path: &std::path::Path,
+) -> Result<(
+    PathBuf,
+    std::sync::Arc<dyn kiln::model::Model>,
+    kiln::model::HostParams,
+)> {
+    if !path.exists() {
+        bail!(
+            "no checkpoint at {}: no such file or directory",
+            path.display()
+        );
+    }
+    let dir = kiln::io::ckpt_store::resolve(path)?;
+    let (model, params) = kiln::train::checkpoint::load_model(&dir)?;
+    Ok((dir, model, params))
+}
+
+/// The context length of a language model, or an error naming what it is.
+fn context_of(model: &dyn kiln::model::Model) -> Result<usize> {
+    model.context_length().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the checkpoint holds a {}, not a language model that generates text",
+            model.architecture()
+        )
+    })
+}
+
 fn sample(a: SampleArgs) -> Result<()> {
-    let gpu = open_gpu()?;
-    let (model, params) = kiln::train::checkpoint::load_model(&a.checkpoint)?;
-    let tok =
-        kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
+    let (dir, model, params) = load_run(&a.checkpoint)?;
+    context_of(model.as_ref())?;
+    let tok = kiln::data::tokenizer::load_tokenizer(&dir.join(kiln::train::run::TOKENIZER_DIR))?;
     let prompt = tok.encode(&a.prompt);
+    ensure!(
+        !prompt.is_empty(),
+        "--prompt is empty: the model needs at least one token to continue"
+    );
+    ensure!(
+        a.temperature.is_finite() && a.temperature >= 0.0,
+        "--temperature must be a number ≥ 0, got {}",
+        a.temperature
+    );
+    let gpu = open_gpu()?;
     let opts = kiln::train::sample::SampleOptions {
         max_new_tokens: a.tokens,
         temperature: a.temperature,
@@ -367,18 +449,17 @@ fn sample(a: SampleArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    let gpu = open_gpu()?;
-    let (model, params) = kiln::train::checkpoint::load_model(&a.checkpoint)?;
-    let tok =
-        kiln::data::tokenizer::load_tokenizer(&a.checkpoint.join(kiln::train::run::TOKENIZER_DIR))?;
-    let text = kiln::data::corpus::load_text(&a.data)?;
-    let Some(context) = model.context_length() else {
-        bail!(
-            "{} is not a language model; kiln eval measures language-model loss",
-            model.architecture()
-        );
-    };
+    use kiln::data::DataSource;
+    let (dir, model, params) = load_run(&a.checkpoint)?;
+    let context = context_of(model.as_ref())?;
     let seq = a.seq.unwrap_or(context);
+    ensure!(
+        (1..=context).contains(&seq),
+        "--seq {seq}: must be between 1 and the model's context, {context}"
+    );
+    kiln::train::validate::check_batch_shape(a.batch, seq)?;
+    let tok = kiln::data::tokenizer::load_tokenizer(&dir.join(kiln::train::run::TOKENIZER_DIR))?;
+    let text = kiln::data::corpus::load_text(&a.data)?;
     let data = kiln::data::loader::TokenDataset {
         train: Vec::new(),
         val: tok.encode(&text),
@@ -402,10 +483,22 @@ fn eval(a: EvalArgs) -> Result<()> {
         batch: a.batch,
         seq,
     };
-    use kiln::data::DataSource;
     let batches = source.val_batches(n)?;
+    // The model's own checks name an id outside its vocabulary (a tokenizer
+    // that does not belong to this checkpoint) before anything runs.
+    for b in &batches {
+        let mut b = b.clone();
+        model.prepare_batch(&mut b).with_context(|| {
+            format!(
+                "the tokenizer in {} does not fit this checkpoint",
+                dir.display()
+            )
+        })?;
+    }
+    let gpu = open_gpu()?;
     let shapes = kiln::model::param_shapes(model.as_ref())?;
     let gpu_params = kiln::model::upload_params(&gpu, &shapes, &params)?;
+    // Forward only: no gradients, no optimizer state.
     let eval = kiln::train::Evaluator::new(
         &gpu,
         model.clone(),
@@ -430,36 +523,25 @@ fn eval(a: EvalArgs) -> Result<()> {
 }
 
 fn grads(a: GradsArgs) -> Result<()> {
-    use kiln::io::checkpoint::{load_safetensors, save_safetensors, NamedTensor};
-    let gpu = open_gpu()?;
-    // A run directory, or a weights file with config.json beside it.
-    let (dir, weights) = if a.checkpoint.is_dir() {
-        (
-            a.checkpoint.clone(),
-            a.checkpoint.join(kiln::train::checkpoint::MODEL_FILE),
-        )
-    } else {
+    use kiln::io::checkpoint::{save_safetensors, NamedTensor};
+    let (model, params) = if a.checkpoint.is_file() {
+        // A weights file: config.json beside it, the weights from this file.
         let dir = a
             .checkpoint
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .map(|p| p.to_path_buf())
-            .unwrap_or_else(|| PathBuf::from("."));
-        (dir, a.checkpoint.clone())
+            .unwrap_or(std::path::Path::new("."));
+        let model = kiln::train::checkpoint::load_model_config(dir)
+            .with_context(|| format!("--checkpoint {}", a.checkpoint.display()))?;
+        let params = kiln::train::checkpoint::load_params_file(&a.checkpoint, model.as_ref())?;
+        (model, params)
+    } else {
+        let (_, model, params) = load_run(&a.checkpoint)?;
+        (model, params)
     };
-    let model = kiln::train::checkpoint::load_model_config(&dir)
-        .with_context(|| format!("loading {}", a.checkpoint.display()))?;
-    let params = kiln::train::checkpoint::load_params_file(&weights, model.as_ref())?;
-    let (tensors, _) = load_safetensors(&a.batch)
-        .with_context(|| format!("reading the batch file {}", a.batch.display()))?;
-    let mut batch = kiln::data::Batch::new();
-    for mut t in tensors {
-        // Kiln's first grads files named the GPT inputs `inputs`.
-        if t.name == "inputs" {
-            t.name = "input_ids".into();
-        }
-        batch.insert(t);
-    }
+    let batch = kiln::train::batch_file::read_batch_file(&a.batch, model.as_ref())
+        .with_context(|| format!("--batch {}", a.batch.display()))?;
+    let gpu = open_gpu()?;
     let r = pollster::block_on(kiln::train::grads::grads_pass(
         &gpu,
         model.as_ref(),
@@ -489,6 +571,7 @@ fn grads(a: GradsArgs) -> Result<()> {
 fn graph(a: GraphArgs) -> Result<()> {
     use kiln::graph::AttentionImpl;
     use kiln::model::{build, for_run, BuildOptions, Dims, ModelDims};
+    kiln::train::validate::check_batch_shape(a.batch, a.seq)?;
     let model = for_run(
         "gpt2",
         &ModelDims {
@@ -497,8 +580,10 @@ fn graph(a: GraphArgs) -> Result<()> {
             n_embd: a.embd,
             n_positions: a.seq,
             vocab_size: a.vocab,
+            ..Default::default()
         },
     )?;
+    kiln::train::validate::check_model_size(model.as_ref())?;
     let layout = model.input_specs(Dims {
         batch: a.batch,
         seq: a.seq,

@@ -34,6 +34,7 @@ shaders!(
     "dropout",
     "embedding",
     "adamw",
+    "guard",
     "attention",
     "accuracy",
     "scatter",

@@ -358,12 +358,18 @@ fn same_seed_same_bits_and_resume_is_exact() {
     let state = kiln::train::run::TrainerState {
         step: c.step,
         adamw_t: c.opt.t,
-        seed: 0,
-        tokens_seen: 0,
-        best_val_loss: None,
+        ..Default::default()
     };
-    kiln::train::run::save_checkpoint(&c, &state, &dir).unwrap();
+    kiln::train::run_dir::save_checkpoint(
+        &c,
+        &state,
+        &kiln::train::RunConfig::default(),
+        &kiln::data::tokenizer::ByteTokenizer,
+        &dir,
+    )
+    .unwrap();
     drop(c);
+    let dir = kiln::io::ckpt_store::resolve(&dir).unwrap();
     let (model, params) = kiln::train::checkpoint::load_model(&dir).unwrap();
     assert_eq!(model.config_json(), gpt(&r.cfg).config_json());
     let (m, v, t) = kiln::train::checkpoint::load_optimizer(&dir).unwrap();

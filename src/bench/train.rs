@@ -167,6 +167,7 @@ pub fn bench_train(
             n_embd: p.n_embd,
             n_positions: seq.max(p.seq),
             vocab_size: p.vocab,
+            ..Default::default()
         },
     )?;
     let shapes = model::param_shapes(m.as_ref())?;

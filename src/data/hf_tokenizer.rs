@@ -513,23 +513,37 @@ impl HfTokenizer {
     }
 }
 
-/// Writes `tokenizer.json`, `tokenizer_config.json` and
-/// `special_tokens_map.json` into `dir` (created if needed), each
-/// atomically: what `AutoTokenizer.from_pretrained(dir)` reads.
+/// `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`:
+/// what `AutoTokenizer.from_pretrained(dir)` reads, as (name, contents).
+pub fn pretrained_files(tok: &HfTokenizer) -> Result<Vec<(String, Vec<u8>)>> {
+    let pretty = |v: &Value| -> Result<Vec<u8>> {
+        let mut b = serde_json::to_vec_pretty(v)?;
+        b.push(b'\n');
+        Ok(b)
+    };
+    let mut json = tok.to_json()?;
+    json.push('\n');
+    Ok(vec![
+        (TOKENIZER_JSON.to_string(), json.into_bytes()),
+        (
+            TOKENIZER_CONFIG_JSON.to_string(),
+            pretty(&tok.tokenizer_config())?,
+        ),
+        (
+            SPECIAL_TOKENS_MAP_JSON.to_string(),
+            pretty(&tok.special_tokens_map())?,
+        ),
+    ])
+}
+
+/// Writes [`pretrained_files`] into `dir` (created if needed), each atomically.
 pub fn save_pretrained(tok: &HfTokenizer, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create tokenizer directory {}", dir.display()))?;
-    let mut json = tok.to_json()?;
-    json.push('\n');
-    crate::io::atomic::write_atomic(&dir.join(TOKENIZER_JSON), json.as_bytes())?;
-    crate::io::atomic::write_json_atomic(
-        &dir.join(TOKENIZER_CONFIG_JSON),
-        &tok.tokenizer_config(),
-    )?;
-    crate::io::atomic::write_json_atomic(
-        &dir.join(SPECIAL_TOKENS_MAP_JSON),
-        &tok.special_tokens_map(),
-    )
+    for (name, bytes) in pretrained_files(tok)? {
+        crate::io::atomic::write_atomic(&dir.join(name), &bytes)?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -771,13 +785,12 @@ impl Tokenizer for HfTokenizer {
     }
 
     /// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`
-    /// and `tokenizer_kind.json`, each written atomically.
-    fn save(&self, dir: &Path) -> Result<()> {
-        save_pretrained(self, dir)?;
-        crate::io::atomic::write_json_atomic(
-            &dir.join(super::tokenizer::KIND_FILE),
-            &json!({ "kind": self.kind() }),
-        )
+    /// and `tokenizer_kind.json`.
+    fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut f = pretrained_files(self)?;
+        let kind = format!("{}\n", json!({ "kind": self.kind() }));
+        f.push((super::tokenizer::KIND_FILE.to_string(), kind.into_bytes()));
+        Ok(f)
     }
 
     fn token_to_id(&self, token: &str) -> Option<u32> {

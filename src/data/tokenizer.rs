@@ -44,8 +44,17 @@ pub trait Tokenizer: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// `"byte"` or `"bpe"`, as written in `tokenizer_kind.json`.
     fn kind(&self) -> &'static str;
-    /// Writes what [`load_tokenizer`] reads back (creates `dir`).
-    fn save(&self, dir: &Path) -> Result<()>;
+    /// The files [`load_tokenizer`] reads back: (name, contents).
+    fn files(&self) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Writes [`Self::files`] into `dir` (created), each file atomically.
+    fn save(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create tokenizer directory {}", dir.display()))?;
+        for (name, bytes) in self.files()? {
+            crate::io::atomic::write_atomic(&dir.join(name), &bytes)?;
+        }
+        Ok(())
+    }
     /// The id of the token spelled exactly `token` (a special token such as
     /// `[MASK]` or `<|endoftext|>`), if this tokenizer has one.
     fn token_to_id(&self, _token: &str) -> Option<u32> {
@@ -68,13 +77,9 @@ pub trait Tokenizer: Send + Sync {
 pub(crate) const KIND_FILE: &str = "tokenizer_kind.json";
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
-fn write_kind(dir: &Path, kind: &str) -> Result<()> {
-    fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create tokenizer directory {}", dir.display()))?;
-    let path = dir.join(KIND_FILE);
+fn kind_file(kind: &str) -> (String, Vec<u8>) {
     let json = serde_json::json!({ "kind": kind });
-    fs::write(&path, format!("{json}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))
+    (KIND_FILE.to_string(), format!("{json}\n").into_bytes())
 }
 
 // ---------------------------------------------------------------------------
@@ -108,8 +113,8 @@ impl Tokenizer for ByteTokenizer {
         "byte"
     }
 
-    fn save(&self, dir: &Path) -> Result<()> {
-        write_kind(dir, self.kind())
+    fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(vec![kind_file(self.kind())])
     }
 
     /// A byte-level BPE with the 256 bytes (id = byte value) and no merges.
@@ -319,11 +324,23 @@ impl Bpe {
     /// (optional `#version` first line, then `left right` per line by rank).
     /// Errors name the file and, where there is one, the line.
     pub fn from_files(vocab_json: &Path, merges_txt: &Path) -> Result<Self> {
-        let vname = vocab_json.display();
         let vtext = fs::read_to_string(vocab_json)
-            .with_context(|| format!("cannot read vocabulary file {vname}"))?;
-        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&vtext)
-            .map_err(|e| {
+            .with_context(|| format!("cannot read vocabulary file {}", vocab_json.display()))?;
+        let mtext = fs::read_to_string(merges_txt)
+            .with_context(|| format!("cannot read merges file {}", merges_txt.display()))?;
+        Self::from_texts(
+            &vtext,
+            &vocab_json.display().to_string(),
+            &mtext,
+            &merges_txt.display().to_string(),
+        )
+    }
+
+    /// [`Self::from_files`] on the files' contents; `vname` and `mname` name
+    /// them in errors.
+    pub fn from_texts(vtext: &str, vname: &str, mtext: &str, mname: &str) -> Result<Self> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(vtext).map_err(|e| {
                 anyhow!(
                     "{vname}: line {}, column {}: not a JSON object from token to id: {e}",
                     e.line(),
@@ -332,7 +349,7 @@ impl Bpe {
             })?;
         let where_token = |tok: &str| {
             let quoted = serde_json::to_string(tok).unwrap_or_default();
-            match line_of(&vtext, &quoted) {
+            match line_of(vtext, &quoted) {
                 Some(l) => format!("{vname}: line {l}: token {quoted}"),
                 None => format!("{vname}: token {quoted}"),
             }
@@ -360,6 +377,14 @@ impl Bpe {
                 }
             }
             let idx = id as usize;
+            let bound = 2 * map.len() + 256;
+            if idx >= bound {
+                bail!(
+                    "{}: id {id} would leave most ids unused (the file has {} tokens; ids must be below {bound})",
+                    where_token(tok),
+                    map.len()
+                );
+            }
             if tokens.len() <= idx {
                 tokens.resize(idx + 1, None);
             }
@@ -386,9 +411,6 @@ impl Bpe {
             }
         }
 
-        let mname = merges_txt.display();
-        let mtext = fs::read_to_string(merges_txt)
-            .with_context(|| format!("cannot read merges file {mname}"))?;
         let mut merges = Vec::new();
         for (lineno, line) in mtext.lines().enumerate() {
             let line = line.trim_end_matches('\r');
@@ -624,10 +646,9 @@ impl Tokenizer for Bpe {
         "bpe"
     }
 
-    /// Writes `vocab.json` (sorted by id) and `merges.txt` in Hugging Face's
+    /// `vocab.json` (sorted by id) and `merges.txt` in Hugging Face's
     /// GPT-2 format, plus `tokenizer_kind.json`.
-    fn save(&self, dir: &Path) -> Result<()> {
-        write_kind(dir, self.kind())?;
+    fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let table = byte_to_unicode();
         let mut vocab = String::from("{");
         let mut first = true;
@@ -641,8 +662,6 @@ impl Tokenizer for Bpe {
             vocab.push_str(&format!("\n  {key}: {id}"));
         }
         vocab.push_str("\n}\n");
-        let path = dir.join("vocab.json");
-        fs::write(&path, vocab).with_context(|| format!("cannot write {}", path.display()))?;
 
         let mut merges = String::from("#version: 0.2\n");
         for &(a, b, _) in &self.merges {
@@ -657,8 +676,11 @@ impl Tokenizer for Bpe {
             merges.push_str(&spelled(b));
             merges.push('\n');
         }
-        let path = dir.join("merges.txt");
-        fs::write(&path, merges).with_context(|| format!("cannot write {}", path.display()))
+        Ok(vec![
+            kind_file(self.kind()),
+            ("vocab.json".to_string(), vocab.into_bytes()),
+            ("merges.txt".to_string(), merges.into_bytes()),
+        ])
     }
 
     fn to_hugging_face(&self) -> Result<super::hf_tokenizer::HfTokenizer> {

@@ -7,18 +7,22 @@
 //! truncated mix.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+#[cfg(test)]
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, Context, Result};
+
+use super::crash;
 use serde::Serialize;
 
 /// Replaces `path` with `bytes` atomically (write temp → fsync → rename →
 /// fsync directory). On any error the temporary file is removed and the old
 /// contents of `path`, if any, are left untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, bytes, |from, to| fs::rename(from, to))
+    write_atomic_with(path, bytes, crash::rename)
 }
 
 /// Serialises `value` as pretty JSON (with a trailing newline) and writes it
@@ -42,7 +46,7 @@ fn parent_dir(path: &Path) -> &Path {
 fn write_atomic_with(
     path: &Path,
     bytes: &[u8],
-    rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
+    rename: impl FnOnce(&Path, &Path) -> Result<()>,
 ) -> Result<()> {
     let dir = parent_dir(path);
     let name = path
@@ -58,20 +62,20 @@ fn write_atomic_with(
     let (tmp, mut file) = create_temp(dir, &name.to_string_lossy())
         .with_context(|| format!("cannot write {}: creating a temporary file in {} failed (does the directory exist and is it writable?)", path.display(), dir.display()))?;
 
-    let result = (|| -> io::Result<()> {
-        file.write_all(bytes)?;
-        file.sync_all()?;
+    let result = (|| -> Result<()> {
+        crash::write_all(&mut file, &tmp, bytes)?;
+        crash::fsync(&file, &tmp)?;
         drop(file);
         rename(&tmp, path)
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(anyhow!(e).context(format!(
+        return Err(e.context(format!(
             "writing {} failed; the previous file (if any) is unchanged",
             path.display()
         )));
     }
-    sync_dir(dir);
+    crash::fsync_dir(dir);
     Ok(())
 }
 
@@ -89,20 +93,6 @@ fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Makes the rename itself durable. The new contents are already complete
-/// on disk at this point, so a failure here is only worth a warning (some
-/// file systems refuse to fsync directories).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    {
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-            log::warn!("fsync of directory {} failed: {e}", dir.display());
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]
@@ -155,7 +145,7 @@ mod tests {
                 "temp holds the full new data"
             );
             seen_tmp = Some(tmp.to_path_buf());
-            Err(io::Error::other("simulated crash before rename"))
+            Err(anyhow!("simulated crash before rename"))
         })
         .unwrap_err();
         let msg = format!("{err:#}");

@@ -141,7 +141,18 @@ pub fn save_safetensors(
     tensors: &[NamedTensor],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let ctx = || format!("cannot save checkpoint {}", path.display());
+    let buf = safetensors_bytes(tensors, metadata)
+        .with_context(|| format!("cannot save checkpoint {}", path.display()))?;
+    write_atomic(path, &buf)
+}
+
+/// The bytes of a safetensors file holding `tensors` and `metadata` (what
+/// [`save_safetensors`] writes).
+pub fn safetensors_bytes(
+    tensors: &[NamedTensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let ctx = || "serialising safetensors".to_string();
     let mut seen = BTreeSet::new();
     for t in tensors {
         if t.name == "__metadata__" {
@@ -187,11 +198,10 @@ pub fn save_safetensors(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     });
-    let buf = safetensors::serialize(views, info)
+    safetensors::serialize(views, info)
         .map_err(|e| anyhow!("{e}"))
         .and_then(canonical_header)
-        .with_context(ctx)?;
-    write_atomic(path, &buf)
+        .with_context(ctx)
 }
 
 /// Rewrites the JSON header of a serialised file in a fixed order (metadata
@@ -238,15 +248,12 @@ fn canonical_header(buf: Vec<u8>) -> Result<Vec<u8>> {
 pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no checkpoint at {}: pass --checkpoint or train first",
-            path.display()
-        ),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read checkpoint {}", path.display()))
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such file", path.display())
         }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    parse_safetensors(&bytes).with_context(|| format!("cannot load checkpoint {}", path.display()))
+    parse_safetensors(&bytes).with_context(|| format!("cannot load {}", path.display()))
 }
 
 /// Indexes tensors by name; an error if two share a name.
@@ -264,7 +271,7 @@ pub fn tensors_by_name(tensors: Vec<NamedTensor>) -> Result<BTreeMap<String, Nam
 const CORRUPT: &str = "the file is truncated or corrupt; re-save it or use an earlier checkpoint";
 
 /// Parses a whole safetensors file held in memory.
-fn parse_safetensors(bytes: &[u8]) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
+pub fn parse_safetensors(bytes: &[u8]) -> Result<(Vec<NamedTensor>, BTreeMap<String, String>)> {
     if bytes.len() < 8 {
         bail!(
             "the file has only {} bytes, less than the 8-byte header length every safetensors file starts with: {CORRUPT}",
@@ -567,8 +574,7 @@ mod tests {
             "/nonexistent/kiln/ckpt.safetensors",
         )));
         assert!(
-            e.contains("no checkpoint at /nonexistent/kiln/ckpt.safetensors")
-                && e.contains("--checkpoint"),
+            e.contains("/nonexistent/kiln/ckpt.safetensors: no such file"),
             "{e}"
         );
     }

@@ -3,6 +3,8 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod ckpt_store;
+pub mod crash;
 pub mod metrics;
 
 pub use atomic::{write_atomic, write_json_atomic};

@@ -132,11 +132,19 @@ fn grid(gpu: &Gpu, op: &str, n: usize) -> Result<[u32; 3]> {
     ))
 }
 
-fn check_sumsq(op: &str, sumsq: &Tensor, max_norm: f32) -> Result<()> {
+/// `allow_zero`: 0 means "no clipping" (AdamW still reads Σg² to skip
+/// non-finite steps); clipping on its own needs a positive bound.
+fn check_sumsq(op: &str, sumsq: &Tensor, max_norm: f32, allow_zero: bool) -> Result<()> {
     check_f32(op, &[sumsq])?;
     check_numel(op, "sumsq", sumsq, 1)?;
-    if !(max_norm.is_finite() && max_norm > 0.0) {
-        bail!("{op}: max_norm must be finite and > 0, got {max_norm}");
+    let ok = max_norm.is_finite() && (max_norm > 0.0 || (allow_zero && max_norm == 0.0));
+    if !ok {
+        let want = if allow_zero {
+            ">= 0 (0 = no clipping)"
+        } else {
+            "> 0"
+        };
+        bail!("{op}: max_norm must be finite and {want}, got {max_norm}");
     }
     Ok(())
 }
@@ -146,7 +154,9 @@ fn check_sumsq(op: &str, sumsq: &Tensor, max_norm: f32) -> Result<()> {
 /// `grad_sumsq = Some((sumsq, max_norm))` clips on the fly: the gradient is
 /// read as g·min(1, max_norm / (sqrt(sumsq[0]) + 1e-6)) and `grad` itself is
 /// left unchanged; `sumsq` is the [1] output of `sum_squares` over all
-/// gradients. With `None` a one-element dummy is bound instead (kept alive
+/// gradients; `max_norm` 0 reads Σg² without clipping. A non-finite Σg²
+/// makes the update a no-op (parameters and moments unchanged: a skipped
+/// step). With `None` a one-element zero is bound instead (kept alive
 /// by the dispatch), so the binding layout is the same either way and
 /// [`adamw_uniform`] can switch clipping off later.
 #[allow(clippy::too_many_arguments)]
@@ -172,7 +182,7 @@ pub fn adamw_step(
     let dummy;
     let (sumsq, max_norm) = match grad_sumsq {
         Some((s, max_norm)) => {
-            check_sumsq(OP, s, max_norm)?;
+            check_sumsq(OP, s, max_norm, true)?;
             (s, Some(max_norm))
         }
         None => {
@@ -213,7 +223,7 @@ pub fn clip_by_global_norm(
 ) -> Result<Dispatch> {
     const OP: &str = "clip_by_global_norm";
     check_f32(OP, &[grad])?;
-    check_sumsq(OP, sumsq, max_norm)?;
+    check_sumsq(OP, sumsq, max_norm, false)?;
     check_distinct(OP, ("grad", grad), &[("sumsq", sumsq)])?;
     let params = ClipParams {
         max_norm,

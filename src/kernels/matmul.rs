@@ -226,8 +226,13 @@ pub fn variants() -> Vec<(String, MatmulVariant)> {
 /// development machine); `cargo bench --bench matmul` on a GPU settles it.
 pub fn default_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     if gpu.is_cpu() {
-        // Register tile: the smallest multiple of 4 covering the matrix, at most 16.
-        let side = |x: usize| (x.div_ceil(4) * 4).clamp(4, 16) as u32;
+        // Register tile: the smallest multiple of 4 covering the matrix, at
+        // most 16 — at most 8 with a transposed A: lavapipe (Mesa 22.3) leaks
+        // host memory on every dispatch of the 16-wide transposed-A kernel
+        // (2.3 MB each, so a training run grew by 15 MB a step until it was
+        // killed; tests/reliability's soak numbers, BENCHMARKS.md).
+        let most = if spec.trans_a { 8 } else { 16 };
+        let side = |x: usize| (x.div_ceil(4) * 4).clamp(4, most) as u32;
         return direct(side(spec.m), side(spec.n), true);
     }
     let (m, n) = (spec.m, spec.n);

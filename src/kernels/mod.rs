@@ -13,6 +13,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod gelu;
+pub mod guard;
 pub mod heads;
 pub mod kldiv;
 pub mod l2norm;

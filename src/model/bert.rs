@@ -108,6 +108,15 @@ impl BertConfig {
             self.hidden_size,
             self.num_attention_heads
         );
+        super::check_size(
+            "BERT config",
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.intermediate_size,
+            self.vocab_size
+                .saturating_add(self.max_position_embeddings)
+                .saturating_add(self.type_vocab_size),
+        )?;
         Activation::from_hf(&self.hidden_act)?;
         ensure!(
             self.tie_word_embeddings,

@@ -135,6 +135,20 @@ impl ClipConfig {
             v.image_size,
             v.patch_size
         );
+        super::check_size(
+            "CLIP text config",
+            t.num_hidden_layers,
+            t.hidden_size,
+            t.intermediate_size,
+            t.vocab_size.saturating_add(t.max_position_embeddings),
+        )?;
+        super::check_size(
+            "CLIP vision config",
+            v.num_hidden_layers,
+            v.hidden_size,
+            v.intermediate_size,
+            (v.image_size / v.patch_size).pow(2) + v.num_channels * v.patch_size * v.patch_size,
+        )?;
         Activation::from_hf(&t.hidden_act)?;
         Activation::from_hf(&v.hidden_act)?;
         Ok(())

@@ -119,6 +119,13 @@ impl GptConfig {
             self.n_head
         );
         ensure!(self.inner() > 0, "GPT config: n_inner must be positive");
+        super::check_size(
+            "GPT config",
+            self.n_layer,
+            self.n_embd,
+            self.inner(),
+            self.vocab_size.saturating_add(self.n_positions),
+        )?;
         ensure!(
             self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon >= 0.0,
             "GPT config: layer_norm_epsilon must be finite and ≥ 0"
@@ -328,10 +335,14 @@ impl Model for Gpt2 {
             .get("input_ids")
             .map(|t| t.shape.clone())
             .unwrap_or_default();
+        ensure!(shape.len() == 2, "input_ids must be [B, T], is {shape:?}");
+        let cols = shape[1];
+        let at = move |i: usize| format!("[{}][{}]", i / cols, i % cols);
         if let Some((i, bad)) = ids.iter().enumerate().find(|(_, t)| !(0..v).contains(*t)) {
             bail!(
-                "input_ids[{i}] = {bad} lies outside the vocabulary [0, {v}); \
-                 was the batch made with another tokenizer?"
+                "input_ids{} = {bad} lies outside the vocabulary [0, {v}); \
+                 was the batch made with another tokenizer?",
+                at(i)
             );
         }
         if batch.contains("labels") && !batch.contains("targets") {
@@ -362,10 +373,15 @@ impl Model for Gpt2 {
                 .find(|(_, &x)| !((0..v).contains(&x) || x == IGNORE_INDEX || x == -1))
             {
                 bail!(
-                    "targets[{i}] = {bad} is neither a token id in [0, {v}) nor −100/−1 \
-                     (not predicted)"
+                    "targets{} = {bad} is neither a token id in [0, {v}) nor −100/−1 \
+                     (not predicted)",
+                    at(i)
                 );
             }
+            ensure!(
+                t.iter().any(|&x| x >= 0),
+                "every target is ignored (−100 or −1): there is no token to compute a loss on"
+            );
         }
         Ok(())
     }

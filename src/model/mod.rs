@@ -28,6 +28,42 @@ use crate::util::Rng;
 
 pub use gpt2::GptConfig;
 
+/// The most parameters any model config may describe (2^36, 275 GB in
+/// f32): beyond any single GPU, and a bound that keeps size computations
+/// far from overflow.
+pub const MAX_PARAMS: u64 = 1 << 36;
+
+/// The most layers a model may have (the largest published ones have ~100).
+pub const MAX_LAYERS: usize = 4096;
+
+/// Refuses transformer sizes beyond [`MAX_PARAMS`] (≈ layers · 12·hidden² +
+/// embeddings), computed without overflow, before any graph is built.
+pub fn check_size(
+    what: &str,
+    layers: usize,
+    hidden: usize,
+    inner: usize,
+    table_rows: usize,
+) -> Result<()> {
+    ensure!(
+        layers <= MAX_LAYERS,
+        "{what}: {layers} layers; Kiln builds at most {MAX_LAYERS}"
+    );
+    let (l, h, i, t) = (
+        layers as u128,
+        hidden as u128,
+        inner as u128,
+        table_rows as u128,
+    );
+    let n = l * (4 * h * h + 2 * h * i + 9 * h + i) + t * h;
+    ensure!(
+        n <= MAX_PARAMS as u128,
+        "{what}: {layers} layers of {hidden} dims (MLP {inner}, {table_rows} embedding rows) is \
+         about {n} parameters, more than the {MAX_PARAMS} Kiln can train or load"
+    );
+    Ok(())
+}
+
 /// Parameters on the host: (name, values) in declaration order.
 pub type HostParams = Vec<(String, Vec<f32>)>;
 
@@ -110,8 +146,9 @@ pub fn from_config_json(v: &serde_json::Value) -> Result<Arc<dyn Model>> {
     }
 }
 
-/// The sizes a run configuration gives a model (`[model]` in run.toml).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The sizes a run configuration gives a model (`[model]` in run.toml),
+/// and what the data decides (vocabulary, special ids, image size, classes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelDims {
     pub n_layer: usize,
     pub n_head: usize,
@@ -119,10 +156,35 @@ pub struct ModelDims {
     /// Context length (rows of a position table).
     pub n_positions: usize,
     pub vocab_size: usize,
+    /// Images: side, channels and patch size (ViT, CLIP).
+    pub image: Option<ImageDims>,
+    /// Class names (ViT); a single class means regression.
+    pub labels: Vec<String>,
+    /// Special token ids a config records (CLIP pools at `eos`).
+    pub bos: Option<i64>,
+    pub eos: Option<i64>,
+    pub pad: Option<i64>,
+    /// The joint embedding size (CLIP); `n_embd` when unset.
+    pub projection_dim: Option<usize>,
 }
 
-/// A freshly configured model of architecture `arch` (`gpt2`) and these sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageDims {
+    pub size: usize,
+    pub channels: usize,
+    pub patch: usize,
+}
+
+/// The architectures [`for_run`] builds.
+pub const ARCHITECTURES: [&str; 4] = ["gpt2", "bert", "vit", "clip"];
+
+/// A freshly configured model of architecture `arch` (gpt2, bert, vit or
+/// clip) and these sizes, with each architecture's defaults for the rest.
 pub fn for_run(arch: &str, d: &ModelDims) -> Result<Arc<dyn Model>> {
+    let image = || {
+        d.image
+            .ok_or_else(|| anyhow!("model {arch:?} needs the image size, channels and patch size"))
+    };
     match arch {
         "gpt2" | "gpt" => Ok(Arc::new(gpt2::Gpt2::new(GptConfig::new(
             d.vocab_size,
@@ -131,7 +193,69 @@ pub fn for_run(arch: &str, d: &ModelDims) -> Result<Arc<dyn Model>> {
             d.n_head,
             d.n_layer,
         ))?)),
-        other => bail!("model {other:?} is not available; Kiln trains gpt2"),
+        "bert" => {
+            let mut c =
+                bert::BertConfig::new(d.vocab_size, d.n_embd, d.n_layer, d.n_head, d.n_positions);
+            c.pad_token_id = d.pad.unwrap_or(0).max(0) as usize;
+            Ok(Arc::new(bert::Bert::new(c)?))
+        }
+        "vit" => {
+            let im = image()?;
+            ensure!(
+                !d.labels.is_empty(),
+                "model \"vit\" needs the class names of its data"
+            );
+            let c = vit::VitConfig::new(
+                d.n_embd,
+                d.n_layer,
+                d.n_head,
+                im.size,
+                im.patch,
+                im.channels,
+                &d.labels,
+            );
+            Ok(Arc::new(vit::Vit::new(c)?))
+        }
+        "clip" => {
+            let im = image()?;
+            let text = clip::ClipTextConfig {
+                vocab_size: d.vocab_size,
+                hidden_size: d.n_embd,
+                intermediate_size: 4 * d.n_embd,
+                num_hidden_layers: d.n_layer,
+                num_attention_heads: d.n_head,
+                max_position_embeddings: d.n_positions,
+                hidden_act: "quick_gelu".into(),
+                layer_norm_eps: 1e-5,
+                eos_token_id: d
+                    .eos
+                    .ok_or_else(|| anyhow!("model \"clip\" needs the end-of-text id"))?,
+                bos_token_id: d.bos,
+                pad_token_id: d.pad,
+            };
+            let vision = clip::ClipVisionConfig {
+                hidden_size: d.n_embd,
+                intermediate_size: 4 * d.n_embd,
+                num_hidden_layers: d.n_layer,
+                num_attention_heads: d.n_head,
+                image_size: im.size,
+                patch_size: im.patch,
+                num_channels: im.channels,
+                hidden_act: "quick_gelu".into(),
+                layer_norm_eps: 1e-5,
+            };
+            Ok(Arc::new(clip::Clip::new(clip::ClipConfig {
+                text_config: text,
+                vision_config: vision,
+                projection_dim: d.projection_dim.unwrap_or(d.n_embd),
+                logit_scale_init_value: 2.6592,
+                initializer_factor: 1.0,
+            })?))
+        }
+        other => bail!(
+            "model {other:?} is not available; Kiln trains {}",
+            ARCHITECTURES.join(", ")
+        ),
     }
 }
 
@@ -250,7 +374,11 @@ pub fn build(model: &dyn Model, layout: &[InputSpec], o: &BuildOptions) -> Resul
 /// in declaration order, from a graph built at the smallest dimensions.
 pub fn param_specs(model: &dyn Model) -> Result<Vec<(ParamInfo, Vec<usize>)>> {
     let layout = model.input_specs(Dims { batch: 1, seq: 1 });
-    let mut g = Graph::new(GraphOptions::default());
+    // Declaration only: the unfused attention has no kernel size limits.
+    let mut g = Graph::new(GraphOptions {
+        attention: AttentionImpl::Unfused,
+        dropout: false,
+    });
     let mut inputs = BTreeMap::new();
     for s in &layout {
         inputs.insert(s.name.clone(), g.input(&s.name, &s.shape, s.dtype));

@@ -146,6 +146,13 @@ impl VitConfig {
             self.image_size,
             self.patch_size
         );
+        super::check_size(
+            "ViT config",
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_patches() + self.num_channels * self.patch_size * self.patch_size,
+        )?;
         Activation::from_hf(&self.hidden_act)?;
         Ok(())
     }

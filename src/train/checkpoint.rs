@@ -6,8 +6,9 @@
 //! - `optimizer.safetensors`: AdamW moments `m.<name>`, `v.<name>`;
 //! - `trainer_state.json`: step, seeds and the settings needed to resume.
 //!
-//! Every file is written atomically (temporary file, then rename); the
-//! trainer state goes last, so a checkpoint is only "there" once complete.
+//! This module turns them into bytes and back; [`crate::io::ckpt_store`]
+//! saves one checkpoint's files as one transaction. Loading refuses
+//! non-finite values, naming the tensor.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use crate::io::atomic::write_atomic;
-use crate::io::checkpoint::{load_safetensors, save_safetensors, NamedTensor, TensorData};
+use crate::io::checkpoint::{load_safetensors, safetensors_bytes, NamedTensor, TensorData};
+use crate::io::ckpt_store::SaveFile;
 use crate::model::{self, HostParams, Model};
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -34,9 +36,28 @@ pub fn load_model_config(dir: &Path) -> Result<Arc<dyn Model>> {
             dir.display()
         )
     })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    model::from_config_json(&v).with_context(|| format!("reading {}", path.display()))
+    parse_config(&text).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The model the text of a `config.json` describes.
+pub fn parse_config(text: &str) -> Result<Arc<dyn Model>> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("config.json is not valid JSON: {e}"))?;
+    model::from_config_json(&v)
+}
+
+/// Refuses NaN or infinite values, naming the tensor and the first bad index.
+pub fn check_finite(path: &Path, name: &str, data: &[f32]) -> Result<()> {
+    if let Some((i, x)) = data.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        let count = data.iter().filter(|x| !x.is_finite()).count();
+        bail!(
+            "{}: tensor {name} holds non-finite values ({count} of {}, the first {x} at index {i}): \
+             this checkpoint is unusable; use an earlier one",
+            path.display(),
+            data.len()
+        );
+    }
+    Ok(())
 }
 
 /// Loads every parameter of `model` from the safetensors file `path`,
@@ -75,14 +96,17 @@ pub fn load_params_file(path: &Path, model: &dyn Model) -> Result<HostParams> {
         let TensorData::F32(data) = t.data else {
             bail!("{}: {name} is not a floating-point tensor", path.display());
         };
+        check_finite(path, &name, &data)?;
         out.push((name, data));
     }
-    for (name, t) in &by_name {
+    if !by_name.is_empty() {
+        let extra: Vec<&str> = by_name.values().map(|t| t.name.as_str()).collect();
         log::warn!(
-            "{}: ignoring tensor {} ({name}), which {} does not use",
+            "{}: ignoring {} tensor(s) that {} does not use: {}",
             path.display(),
-            t.name,
-            model.architecture()
+            extra.len(),
+            model.architecture(),
+            extra.join(", ")
         );
     }
     Ok(out)
@@ -111,31 +135,47 @@ fn named(prefix: &str, items: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTen
         .collect()
 }
 
-/// Writes `model.safetensors` and `config.json`.
+/// The bytes of `model.safetensors` and `config.json`.
+pub fn model_files(
+    model: &dyn Model,
+    params: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<Vec<SaveFile>> {
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let mut config = serde_json::to_vec_pretty(&model.config_json())?;
+    config.push(b'\n');
+    Ok(vec![
+        (
+            MODEL_FILE.into(),
+            safetensors_bytes(&named("", params), &meta)?,
+        ),
+        (CONFIG_FILE.into(), config),
+    ])
+}
+
+/// Writes `model.safetensors` and `config.json` into `dir`, each atomically
+/// (a bare model directory, not a training checkpoint).
 pub fn save_model(
     dir: &Path,
     model: &dyn Model,
     params: &[(String, Vec<usize>, Vec<f32>)],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    save_safetensors(&dir.join(MODEL_FILE), &named("", params), &meta)?;
-    let mut json = serde_json::to_vec_pretty(&model.config_json())?;
-    json.push(b'\n');
-    write_atomic(&dir.join(CONFIG_FILE), &json)
+    for (name, bytes) in model_files(model, params)? {
+        write_atomic(&dir.join(name), &bytes)?;
+    }
+    Ok(())
 }
 
-/// Writes the AdamW moments.
-pub fn save_optimizer(
-    dir: &Path,
+/// The bytes of `optimizer.safetensors`: the AdamW moments and step `t`.
+pub fn optimizer_file(
     m: &[(String, Vec<usize>, Vec<f32>)],
     v: &[(String, Vec<usize>, Vec<f32>)],
     t: u32,
-) -> Result<()> {
+) -> Result<SaveFile> {
     let mut all = named("m.", m);
     all.extend(named("v.", v));
     let meta = BTreeMap::from([("adamw_t".to_string(), t.to_string())]);
-    save_safetensors(&dir.join(OPTIMIZER_FILE), &all, &meta)
+    Ok((OPTIMIZER_FILE.into(), safetensors_bytes(&all, &meta)?))
 }
 
 /// Reads the AdamW moments: (m, v, t).
@@ -144,6 +184,12 @@ pub fn load_optimizer(
     dir: &Path,
 ) -> Result<(BTreeMap<String, Vec<f32>>, BTreeMap<String, Vec<f32>>, u32)> {
     let path = dir.join(OPTIMIZER_FILE);
+    ensure!(
+        path.is_file(),
+        "cannot resume from {}: {OPTIMIZER_FILE} (the optimizer state) is missing; \
+         start the run again with --overwrite, or train a new run into another --out",
+        dir.display()
+    );
     let (tensors, meta) = load_safetensors(&path)?;
     let t = meta
         .get("adamw_t")
@@ -154,6 +200,7 @@ pub fn load_optimizer(
         let TensorData::F32(d) = nt.data else {
             bail!("{}: {} is not f32", path.display(), nt.name);
         };
+        check_finite(&path, &nt.name, &d)?;
         if let Some(n) = nt.name.strip_prefix("m.") {
             m.insert(n.to_string(), d);
         } else if let Some(n) = nt.name.strip_prefix("v.") {

@@ -80,6 +80,11 @@ pub struct TrainSection {
     pub checkpoint_every: u64,
     /// Tokens in the sample printed at the end.
     pub sample_tokens: usize,
+    /// Complete checkpoints kept in `checkpoints/` (the newest ones).
+    pub keep_checkpoints: usize,
+    /// A NaN or infinite loss or gradient: `stop` (an error naming the step
+    /// and the first non-finite tensor) or `skip` (the update, counting it).
+    pub on_nan: super::nan_guard::OnNan,
 }
 
 impl Default for TrainSection {
@@ -95,6 +100,8 @@ impl Default for TrainSection {
             log_every: 10,
             checkpoint_every: 500,
             sample_tokens: 300,
+            keep_checkpoints: 2,
+            on_nan: Default::default(),
         }
     }
 }
@@ -175,6 +182,7 @@ impl RunConfig {
                 n_embd: m.n_embd,
                 n_positions: m.n_positions.unwrap_or(self.train.seq),
                 vocab_size: vocab,
+                ..Default::default()
             },
         )
     }
@@ -197,8 +205,13 @@ impl RunConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text)
+        Self::from_toml_str(&text)
             .with_context(|| format!("{} is not a valid Kiln run config", path.display()))
+    }
+
+    /// Parses the text of a run config (not yet validated).
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
     }
 
     pub fn to_toml(&self) -> String {

@@ -2,7 +2,7 @@
 //! warmup + cosine learning-rate schedule. Dispatches are built once; a step
 //! only rewrites each update's small uniform block (lr, step counter).
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::exec::TensorMap;
@@ -86,6 +86,8 @@ pub struct AdamW {
     /// Σ g² over every gradient, computed on the GPU each step.
     pub grad_sumsq: Tensor,
     norm: Vec<Dispatch>,
+    /// Runs between the norm and the updates: skips non-finite steps.
+    pub guard: Option<super::nan_guard::NanGuard>,
     updates: Vec<Update>,
     /// Optimizer steps taken (AdamW's t after the last step).
     pub t: u32,
@@ -100,6 +102,11 @@ impl AdamW {
         grads: &[(String, Tensor)],
         decays: &dyn Fn(&str) -> bool,
     ) -> Result<Self> {
+        ensure!(
+            cfg.grad_clip.is_finite() && cfg.grad_clip >= 0.0,
+            "optimizer.grad_clip (--grad-clip) must be a finite number ≥ 0 (0 turns clipping off), got {}",
+            cfg.grad_clip
+        );
         let grad_sumsq = gpu.zeros(&[1], DType::F32)?;
         let grad_refs: Vec<&Tensor> = grads.iter().map(|(_, g)| g).collect();
         let norm = sum_squares(gpu, &grad_refs, &grad_sumsq)?;
@@ -133,6 +140,7 @@ impl AdamW {
             v,
             grad_sumsq,
             norm,
+            guard: None,
             updates,
             t: 0,
         })
@@ -144,6 +152,9 @@ impl AdamW {
         self.t += 1;
         let lr = self.cfg.lr_at(step);
         let clip = (self.cfg.grad_clip > 0.0).then_some(self.cfg.grad_clip);
+        if let Some(g) = &self.guard {
+            g.prepare(gpu, step)?;
+        }
         for u in &self.updates {
             u.dispatch.set_uniform(
                 gpu,
@@ -153,10 +164,14 @@ impl AdamW {
         Ok(lr)
     }
 
-    /// The gradient norm, then every parameter update, into one pass.
+    /// The gradient norm, the non-finite guard, then every parameter
+    /// update, into one pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         for d in &self.norm {
             d.encode(pass);
+        }
+        if let Some(g) = &self.guard {
+            g.encode(pass);
         }
         for u in &self.updates {
             u.dispatch.encode(pass);
@@ -188,6 +203,6 @@ impl AdamW {
     }
 
     pub fn dispatch_count(&self) -> usize {
-        self.norm.len() + self.updates.len()
+        self.norm.len() + self.guard.is_some() as usize + self.updates.len()
     }
 }

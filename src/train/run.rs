@@ -2,42 +2,36 @@
 //! steps with progress, validation, metrics, checkpoints, a loss curve and a
 //! sample. Resuming continues bit-exactly where the last checkpoint left off.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{anyhow, ensure, Context, Result};
+use serde::Serialize;
 use serde_json::json;
 
-use super::checkpoint::{self, STATE_FILE};
+use super::checkpoint;
 use super::config::RunConfig;
+use super::nan_guard::{locate_nonfinite, NanStatus, OnNan};
+use super::resume::{merge_for_resume, DataFingerprint};
+use super::run_dir::{self, Resumable};
 use super::sample::{generate_on_gpu, SampleOptions};
 use super::session::Session;
 use super::trainer::{PendingStats, StepStats, Trainer};
 use crate::data::corpus::{builtin_corpus, load_text};
 use crate::data::tokenizer::{load_tokenizer, tokenizer_by_name, Tokenizer};
-use crate::io::atomic::write_json_atomic;
+use crate::data::Batch;
+use crate::io::ckpt_store;
 use crate::io::metrics::{read_metrics, MetricsLog};
 use crate::plot::{write_line_chart, ChartOptions, HLine, Series, PALETTE};
 use crate::runtime::Gpu;
 
-pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const CURVE_FILE: &str = "loss.svg";
-pub const RUN_CONFIG_FILE: &str = "run.toml";
-pub const TOKENIZER_DIR: &str = "tokenizer";
+pub use super::run_dir::{
+    TrainerState, CURVE_FILE, METRICS_FILE, RUN_CONFIG_FILE, STATE_FILE, TOKENIZER_DIR,
+};
 
-/// What `trainer_state.json` records: enough to resume exactly.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainerState {
-    pub step: u64,
-    pub adamw_t: u32,
-    pub seed: u64,
-    pub tokens_seen: u64,
-    pub best_val_loss: Option<f32>,
-}
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub out: PathBuf,
     /// Continue from the checkpoint in `out`.
@@ -47,6 +41,10 @@ pub struct RunOptions {
     /// Stop after this step even if `train.steps` is larger (to test resume).
     pub stop_after: Option<u64>,
     pub quiet: bool,
+    /// With `resume`: the settings (`section.field`) the user gave now; they
+    /// replace the recorded ones where a resumed run may change them (see
+    /// [`merge_for_resume`]). Empty: the run continues with its own.
+    pub given: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +58,10 @@ pub struct RunSummary {
     pub seconds: f64,
     pub sample: String,
     pub out: PathBuf,
+    /// Steps skipped because the loss or gradient was not finite.
+    pub nan_skipped: u32,
+    /// Stopped early by Ctrl-C (after saving a checkpoint).
+    pub interrupted: bool,
 }
 
 /// The text of a run, tokenized.
@@ -68,10 +70,12 @@ struct RunData {
     tok: Box<dyn Tokenizer>,
     /// Loss floor in nats per token, where known (built-in corpus, bytes).
     floor: Option<f64>,
+    fingerprint: DataFingerprint,
 }
 
-/// Loads the text and tokenizer a run uses.
-fn prepare_data(cfg: &RunConfig, out: &Path, resume: bool) -> Result<RunData> {
+/// Loads the text and the tokenizer a run uses: a resumed run's own (from
+/// its checkpoint; nothing is rewritten), or a new one.
+fn prepare_data(cfg: &RunConfig, from: Option<&Resumable>) -> Result<RunData> {
     let (text, floor) = match &cfg.data.path {
         Some(p) => (load_text(p)?, None),
         None => {
@@ -79,17 +83,20 @@ fn prepare_data(cfg: &RunConfig, out: &Path, resume: bool) -> Result<RunData> {
             (t, Some(f))
         }
     };
-    let tok_dir = out.join(TOKENIZER_DIR);
-    let tok = if resume && tok_dir.is_dir() {
-        load_tokenizer(&tok_dir)?
-    } else {
-        tokenizer_by_name(&cfg.data.tokenizer, Some(&text), cfg.data.bpe_vocab)?
+    let tok = match from {
+        Some(r) => load_tokenizer(&r.dir.join(TOKENIZER_DIR))
+            .with_context(|| format!("loading the tokenizer of {}", r.dir.display()))?,
+        None => tokenizer_by_name(&cfg.data.tokenizer, Some(&text), cfg.data.bpe_vocab)?,
     };
-    tok.save(&tok_dir)?;
     let tokens = tok.encode(&text);
     // The floor is per byte; with a byte tokenizer that is per token.
     let floor = floor.filter(|_| tok.kind() == "byte");
-    Ok(RunData { tokens, tok, floor })
+    Ok(RunData {
+        tokens,
+        tok,
+        floor,
+        fingerprint: DataFingerprint::of(&text),
+    })
 }
 
 struct Progress {
@@ -141,64 +148,88 @@ impl Progress {
 /// Runs (or resumes) a training run described by `cfg` into `opts.out`.
 pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<RunSummary> {
     let out = &opts.out;
-    let has_run = out.join(STATE_FILE).is_file();
-    if has_run && !opts.resume && !opts.overwrite {
-        bail!(
-            "{} already holds a training run; pass --resume to continue it or --overwrite to replace it",
-            out.display()
-        );
+    if !opts.resume {
+        // Before --overwrite removes anything.
+        cfg.validate()?;
     }
-    if opts.resume && !has_run {
-        bail!(
-            "--resume: no checkpoint in {} ({} is missing)",
-            out.display(),
-            STATE_FILE
-        );
-    }
-    let resume = opts.resume && has_run;
-    let cfg = if resume {
-        RunConfig::from_toml_file(&out.join(RUN_CONFIG_FILE))
-            .context("resuming needs the run's own run.toml")?
-    } else {
-        cfg.clone()
+    let from = run_dir::open(&opts.out, opts.resume, opts.overwrite)?;
+    let cfg = match &from {
+        Some(r) => merge_for_resume(&run_dir::load_run_config(&r.dir)?, cfg, &opts.given)?,
+        None => cfg.clone(),
     };
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::io::atomic::write_atomic(&out.join(RUN_CONFIG_FILE), cfg.to_toml().as_bytes())?;
+    cfg.validate()?;
 
-    let RunData { tokens, tok, floor } = prepare_data(&cfg, out, resume)?;
-    let from = if resume {
-        Some(checkpoint::load_model(out)?)
-    } else {
-        None
+    let RunData {
+        tokens,
+        tok,
+        floor,
+        fingerprint,
+    } = prepare_data(&cfg, from.as_ref())?;
+    let (model, init) = match &from {
+        Some(r) => checkpoint::load_model(&r.dir)?,
+        None => {
+            let m = cfg.build_model(tok.vocab_size())?;
+            super::validate::check_model_size(m.as_ref())?;
+            let init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
+            (m, init)
+        }
     };
+    super::validate::check_model_size(model.as_ref())?;
+    let t = &cfg.train;
     let attention = cfg.attention_for(gpu)?;
-    let t = cfg.train.clone();
-    let mut session = Session::language_model(gpu, cfg.clone(), tokens, tok.vocab_size(), from)?;
-    let model = session.model.clone();
+    let mut session = Session::language_model(
+        gpu,
+        cfg.clone(),
+        tokens,
+        tok.vocab_size(),
+        Some((model.clone(), init)),
+    )?;
     let n_params: usize = session.trainer.params.values().map(|p| p.numel()).sum();
+    if let Some(g) = &mut session.trainer.opt.guard {
+        g.on_nan = t.on_nan;
+    }
     let mut state = TrainerState {
-        step: 0,
-        adamw_t: 0,
         seed: t.seed,
-        tokens_seen: 0,
-        best_val_loss: None,
+        data: Some(fingerprint.clone()),
+        ..Default::default()
     };
-    let mut metrics = if resume {
-        state = serde_json::from_str(&std::fs::read_to_string(out.join(STATE_FILE))?)
-            .with_context(|| format!("{} is corrupt", out.join(STATE_FILE).display()))?;
-        let (m, v, adamw_t) = checkpoint::load_optimizer(out)?;
-        ensure!(
-            adamw_t == state.adamw_t,
-            "optimizer and trainer state disagree on the step"
-        );
+    let mut metrics = if let Some(r) = &from {
+        state = run_dir::load_state(&r.dir)?;
+        let (m, v, adamw_t) = checkpoint::load_optimizer(&r.dir)?;
+        run_dir::check_consistent(r, &state, adamw_t)?;
         session.trainer.opt.load_state(gpu, &m, &v, adamw_t)?;
         session.trainer.step = state.step;
+        if let Some(g) = &session.trainer.opt.guard {
+            g.restore(gpu, state.nan_skipped)?;
+        }
+        match &state.data {
+            Some(old) if *old != fingerprint => log::warn!(
+                "the training text changed since this run began ({} bytes, CRC-32 {} then; {} \
+                 bytes, CRC-32 {} now): continuing on the new text, so the run no longer \
+                 reproduces an uninterrupted one",
+                old.bytes,
+                old.crc32,
+                fingerprint.bytes,
+                fingerprint.crc32
+            ),
+            _ => {}
+        }
+        state.data = Some(fingerprint.clone());
+        if !r.legacy {
+            let view = run_dir::view_names(tok.as_ref())?;
+            let view: Vec<&str> = view.iter().map(String::as_str).collect();
+            ckpt_store::update_view(out, &r.dir, &view)?;
+        }
         let mut log = MetricsLog::open_append(&out.join(METRICS_FILE))?;
         log.truncate_after_step(state.step)?;
         log
     } else {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         MetricsLog::create(&out.join(METRICS_FILE))?
     };
+    // A copy for people to read (each checkpoint holds its own), written
+    // once every check has passed.
+    crate::io::atomic::write_atomic(&out.join(RUN_CONFIG_FILE), cfg.to_toml().as_bytes())?;
     if !opts.quiet {
         println!(
             "kiln: {} · {} ({:.2}M params, {:?} attention) · {} tokenizer · {}{}",
@@ -208,7 +239,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             attention,
             tok.kind(),
             session.data.describe(),
-            if resume {
+            if from.is_some() {
                 format!(" · resuming at step {}", state.step)
             } else {
                 String::new()
@@ -233,9 +264,42 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let mut pending: Option<PendingStats> = None;
     let mut last_train: Option<f32> = None;
     let mut last_val: Option<f32> = None;
+    let mut saved_step = from.as_ref().map(|_| state.step);
+    let mut interrupted = false;
+    // A bad step in --on-nan stop mode: name it and the first non-finite
+    // tensor (the guard kept the weights from before it), save nothing.
+    let nan_stop = |session: &Session, nan: &NanStatus, saved: Option<u64>| -> anyhow::Error {
+        let bad = nan.first_bad_step.unwrap_or(0);
+        let culprit = session
+            .micro_batches(bad.saturating_sub(1))
+            .and_then(|micro: Vec<Batch>| {
+                pollster::block_on(locate_nonfinite(
+                    gpu,
+                    model.as_ref(),
+                    &session.trainer.params,
+                    &micro,
+                    attention,
+                ))
+            });
+        let culprit = culprit.unwrap_or_else(|e| format!("unknown ({e:#})"));
+        let kept = match saved {
+            Some(s) => format!("the checkpoint of step {s} in {} is intact", out.display()),
+            None => "no checkpoint had been saved".to_string(),
+        };
+        anyhow!(
+            "step {bad}: the loss or gradient norm is not finite (NaN or infinite); first \
+             non-finite tensor: {culprit}. Training stopped (--on-nan stop) and saved nothing \
+             after it: {kept}. Lower --lr, lengthen --warmup or set --grad-clip, or pass \
+             --on-nan skip to skip such steps"
+        )
+    };
 
-    let report = |p: PendingStats, val: Option<f32>, metrics: &mut MetricsLog| -> Result<f32> {
-        let s = pollster::block_on(p.get(gpu))?;
+    let report = |p: PendingStats,
+                  trainer: &Trainer,
+                  val: Option<f32>,
+                  metrics: &mut MetricsLog|
+     -> Result<StepStats> {
+        let s = pollster::block_on(p.get(trainer.gpu()))?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let tps = (s.step - start_step) as f64 * tokens_per_step as f64 / secs;
         progress.show(&s, tps, val);
@@ -246,9 +310,20 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         for (name, v) in &s.metrics {
             row[format!("train_{name}")] = json!(v);
         }
+        if s.nan.skipped > 0 {
+            row["nan_skipped"] = json!(s.nan.skipped);
+        }
+        if s.nan.last_skipped {
+            row["step_skipped"] = json!(true);
+        }
+        if let Some(rss) = crate::util::mem::host_rss_bytes() {
+            row["host_rss_mb"] = json!(rss as f64 / 1e6);
+        }
+        row["gpu_pool_mb"] = json!(trainer.gpu().pool_stats().live_bytes as f64 / 1e6);
         metrics.log(&row)?;
-        Ok(s.loss)
+        Ok(s)
     };
+    let stop_on = t.on_nan == OnNan::Stop;
 
     while state.step < end {
         let step = state.step;
@@ -259,15 +334,39 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         state.tokens_seen += tokens_per_step;
         // Read the previous step's statistics only now, so the GPU already
         // has the next step queued and never waits for the CPU.
+        let mut seen: Vec<StepStats> = Vec::new();
         if let Some(prev) = pending.take() {
-            last_train = Some(report(prev, None, &mut metrics)?);
+            seen.push(report(prev, &session.trainer, None, &mut metrics)?);
         }
         pending = p;
+        if super::interrupt::requested() {
+            interrupted = true;
+        }
         let eval_due = last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));
-        if eval_due && !val_batches.is_empty() {
+        let ckpt_due = last
+            || interrupted
+            || (t.checkpoint_every > 0 && state.step.is_multiple_of(t.checkpoint_every));
+        if eval_due || ckpt_due {
             if let Some(prev) = pending.take() {
-                last_train = Some(report(prev, None, &mut metrics)?);
+                seen.push(report(prev, &session.trainer, last_val, &mut metrics)?);
             }
+        }
+        if let Some(s) = seen.last() {
+            last_train = Some(s.loss);
+            if stop_on && s.nan.first_bad_step.is_some() {
+                return Err(nan_stop(&session, &s.nan, saved_step));
+            }
+        }
+        if ckpt_due {
+            // The guard's counters, whether or not statistics were read.
+            let guard = session.trainer.opt.guard.as_ref().expect("guard");
+            let nan = pollster::block_on(guard.status(gpu))?;
+            if stop_on && nan.first_bad_step.is_some() {
+                return Err(nan_stop(&session, &nan, saved_step));
+            }
+            state.nan_skipped = nan.skipped;
+        }
+        if eval_due && !val_batches.is_empty() {
             let e = pollster::block_on(session.evaluate(&val_batches))?;
             let v = e.loss;
             last_val = Some(v);
@@ -278,40 +377,35 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             }
             metrics.log(&row)?;
         }
-        let ckpt_due =
-            last || (t.checkpoint_every > 0 && state.step.is_multiple_of(t.checkpoint_every));
         if ckpt_due {
-            if let Some(prev) = pending.take() {
-                last_train = Some(report(prev, last_val, &mut metrics)?);
-            }
             state.adamw_t = session.trainer.opt.t;
-            save_checkpoint(&session.trainer, &state, out)?;
+            run_dir::save_checkpoint(&session.trainer, &state, &cfg, tok.as_ref(), out)?;
+            saved_step = Some(state.step);
             plot_curve(out, floor)?;
+        }
+        if interrupted {
+            break;
         }
     }
     if let Some(prev) = pending.take() {
-        last_train = Some(report(prev, last_val, &mut metrics)?);
+        let s = report(prev, &session.trainer, last_val, &mut metrics)?;
+        last_train = Some(s.loss);
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     let run_tokens = (state.step - start_step) * tokens_per_step;
+    if state.nan_skipped > 0 && !opts.quiet {
+        println!(
+            "kiln: {} step(s) skipped because the loss or gradient was not finite (--on-nan skip)",
+            state.nan_skipped
+        );
+    }
 
-    let sample = if t.sample_tokens > 0 && model.context_length().is_some() {
-        let prompt = first_line(&tok.decode(&session.prompt_tokens));
-        let opts_s = SampleOptions {
-            max_new_tokens: t.sample_tokens,
-            temperature: 0.8,
-            top_k: 40,
-            seed: t.seed,
-        };
-        let ids = pollster::block_on(generate_on_gpu(
-            gpu,
-            model.as_ref(),
-            &session.trainer.params,
-            &tok.encode(&prompt),
-            &opts_s,
-        ))?;
-        format!("{prompt}{}", tok.decode(&ids))
+    let sample = if t.sample_tokens > 0 && !interrupted && model.context_length().is_some() {
+        final_sample(gpu, &session, tok.as_ref(), t.sample_tokens, t.seed).unwrap_or_else(|e| {
+            log::warn!("no sample: {e:#} (training and its checkpoint are complete)");
+            String::new()
+        })
     } else {
         String::new()
     };
@@ -324,24 +418,51 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         seconds,
         sample,
         out: out.clone(),
+        nan_skipped: state.nan_skipped,
+        interrupted,
     })
+}
+
+/// The sample printed after training: a prompt from the start of the
+/// validation text (or the training text when there is none), at least one
+/// token, at most half a context.
+fn final_sample(
+    gpu: &Gpu,
+    session: &Session,
+    tok: &dyn Tokenizer,
+    tokens: usize,
+    seed: u64,
+) -> Result<String> {
+    let source = &session.prompt_tokens;
+    ensure!(
+        !source.is_empty(),
+        "the text has no tokens to start a sample from"
+    );
+    let mut prompt = first_line(&tok.decode(source));
+    let mut ids = tok.encode(&prompt);
+    if ids.is_empty() {
+        ids = source[..1].to_vec();
+        prompt = tok.decode(&ids);
+    }
+    let opts_s = SampleOptions {
+        max_new_tokens: tokens,
+        temperature: 0.8,
+        top_k: 40,
+        seed,
+    };
+    let out = pollster::block_on(generate_on_gpu(
+        gpu,
+        session.model.as_ref(),
+        &session.trainer.params,
+        &ids,
+        &opts_s,
+    ))?;
+    Ok(format!("{prompt}{}", tok.decode(&out)))
 }
 
 fn first_line(s: &str) -> String {
     let line = s.split('\n').find(|l| !l.trim().is_empty()).unwrap_or("");
     line.chars().take(40).collect()
-}
-
-/// Downloads parameters and optimizer state and writes the checkpoint
-/// (trainer state last, so an interrupted save leaves the previous one valid).
-pub fn save_checkpoint(trainer: &Trainer, state: &TrainerState, out: &Path) -> Result<()> {
-    let gpu = trainer.gpu();
-    let params = pollster::block_on(crate::model::download(gpu, &trainer.params))?;
-    let m = pollster::block_on(crate::model::download(gpu, &trainer.opt.m))?;
-    let v = pollster::block_on(crate::model::download(gpu, &trainer.opt.v))?;
-    checkpoint::save_model(out, trainer.model.as_ref(), &params)?;
-    checkpoint::save_optimizer(out, &m, &v, state.adamw_t)?;
-    write_json_atomic(&out.join(STATE_FILE), state)
 }
 
 /// Draws train and validation loss from `metrics.jsonl` into `loss.svg`.

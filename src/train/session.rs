@@ -78,7 +78,14 @@ impl Session {
             }
         };
         let t = &cfg.train;
-        let prompt = data.val[..data.val.len().min(t.seq / 2)].to_vec();
+        // The start of the validation text (the training text when there is
+        // none): at least one token, at most half a context.
+        let text = if data.val.is_empty() {
+            &data.train
+        } else {
+            &data.val
+        };
+        let prompt = text[..text.len().min((t.seq / 2).max(1))].to_vec();
         let source = CausalLm {
             data,
             seed: t.seed,

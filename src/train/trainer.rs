@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{ensure, Context, Result};
 
 use super::eval::{EvalStats, Evaluator};
+use super::nan_guard::{NanGuard, NanStatus};
 use super::optimizer::{AdamW, OptimizerConfig};
 use crate::data::{Batch, InputSpec};
 use crate::graph::exec::{Executor, TensorMap};
@@ -58,7 +59,8 @@ pub struct Trainer {
     /// Host-written copies of each micro-batch's inputs, copied into the
     /// graph's input tensors inside the step's encoder: (staging, graph input).
     staged: Vec<Vec<(Tensor, Tensor)>>,
-    /// Each micro-batch's loss terms and metrics, then the gradient Σg², for readback.
+    /// Each micro-batch's loss terms and metrics, the gradient Σg², then
+    /// the non-finite guard's counters (u32 words), for readback.
     step_stats: Tensor,
     /// The graph's dropout RNG input and one staging copy per micro-batch
     /// (when the model has dropout).
@@ -78,6 +80,8 @@ pub struct StepStats {
     pub lr: f32,
     /// Each metric, averaged over the micro-batches.
     pub metrics: Vec<(String, f32)>,
+    /// The non-finite guard's counters after this step.
+    pub nan: NanStatus,
 }
 
 /// A step's statistics on their way back from the GPU.
@@ -113,12 +117,14 @@ impl PendingStats {
                 (n.clone(), (m / self.micro as f64) as f32)
             })
             .collect();
+        let words: &[u32] = bytemuck::cast_slice(&bytes[4 * (self.micro * per + 1)..]);
         Ok(StepStats {
             step: self.step,
             loss: loss as f32,
             grad_norm: v[self.micro * per].max(0.0).sqrt(),
             lr: self.lr,
             metrics,
+            nan: NanStatus::from_words(words),
         })
     }
 }
@@ -186,7 +192,7 @@ impl Trainer {
         let exec =
             Executor::new(gpu, built.graph, &params).context("building the training graph")?;
         let grads = exec.param_grads();
-        let opt = AdamW::new(gpu, opt_cfg, &params, &grads, &|n: &str| {
+        let mut opt = AdamW::new(gpu, opt_cfg, &params, &grads, &|n: &str| {
             decay.get(n).copied().unwrap_or(false)
         })?;
         let staged = (0..options.grad_accum)
@@ -198,7 +204,11 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
         let per = losses.len() + metrics.len();
-        let step_stats = gpu.zeros(&[options.grad_accum * per + 1], DType::F32)?;
+        let scalars = options.grad_accum * per;
+        let guard_words = crate::kernels::guard::STATE_WORDS;
+        let step_stats = gpu.zeros(&[scalars + 1 + guard_words], DType::F32)?;
+        // The guard checks every loss and metric of the step and Σg².
+        opt.guard = Some(NanGuard::new(gpu, &step_stats, scalars, &opt.grad_sumsq)?);
         let rng = match exec.named(crate::ops::dropout::RNG_INPUT) {
             Ok(t) => Some((
                 t.clone(),
@@ -347,6 +357,15 @@ impl Trainer {
             &self.step_stats,
             self.options.grad_accum * per,
         );
+        if let Some(g) = &self.opt.guard {
+            enc.copy_buffer_to_buffer(
+                g.state().buffer(),
+                g.state().offset(),
+                self.step_stats.buffer(),
+                self.step_stats.offset() + 4 * (self.options.grad_accum * per + 1) as u64,
+                g.state().bytes(),
+            );
+        }
         after(&mut enc);
         let pending =
             want_stats.then(|| PendingRead::encode(&self.gpu, &mut enc, &self.step_stats));

@@ -62,10 +62,10 @@ fn tiny_preset_native_losses_match_recorded_and_kiln_train() {
         &cfg,
         &RunOptions {
             out: out.clone(),
-            resume: false,
             overwrite: true,
             stop_after: Some(PARITY_STEPS as u64),
             quiet: true,
+            ..Default::default()
         },
     )
     .unwrap();
