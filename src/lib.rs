@@ -22,6 +22,8 @@ pub mod graph;
 pub mod io;
 pub mod kernels;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod objective;
 pub mod ops;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plot;

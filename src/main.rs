@@ -42,6 +42,12 @@ enum Cmd {
     Grads(GradsArgs),
     /// Benchmark kernels (GFLOP/s, GB/s, % of peak) and the GPT training step.
     Bench(Box<kiln::bench::cli::BenchArgs>),
+    /// Fill each [MASK] of a text with a masked language model's (BERT's) most likely tokens.
+    FillMask(FillMaskArgs),
+    /// Classify images with an image classifier (ViT): PNG files, or indices into the test split.
+    Classify(ClassifyArgs),
+    /// Zero-shot classification of the Fashion-MNIST test split by a CLIP checkpoint (held-out prompts).
+    ZeroShot(ZeroShotArgs),
     /// Print a GPT's graph: ops, shapes, bytes, buffer assignment and the memory plan (no GPU needed).
     Graph(GraphArgs),
 }
@@ -73,9 +79,22 @@ struct GraphArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Objective (only `gpt` so far).
-    #[arg(long, default_value = "gpt")]
-    objective: String,
+    /// What to pretrain: gpt2 (causal LM on text), bert (masked LM on text),
+    /// vit (image classification, Fashion-MNIST) or clip (image–text
+    /// contrastive, Fashion-MNIST with generated captions). Each has its own
+    /// defaults for everything else.
+    #[arg(long, alias = "objective")]
+    model: Option<String>,
+    /// Image models: the side of a patch in pixels.
+    #[arg(long)]
+    patch: Option<usize>,
+    /// Image models: train on these classes only, e.g. 0,1,2,3,4 (relabelled 0…).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u8>>,
+    /// Image models: the fraction of the training labels to use (a
+    /// stratified, seeded subset).
+    #[arg(long)]
+    label_fraction: Option<f64>,
     /// TOML run config; flags override its values.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -193,6 +212,46 @@ struct EvalArgs {
 }
 
 #[derive(Args)]
+struct FillMaskArgs {
+    /// Run directory of a masked language model (BERT).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The text, with one or more [MASK] tokens.
+    text: String,
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Run directory of an image classifier (ViT).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// PNG files, or numbers: images of the test split of --data.
+    images: Vec<String>,
+    /// Folder of the IDX files the numbers index (default: Fashion-MNIST where it usually is).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Invert PNGs (dark-on-light photos; Fashion-MNIST is light on black).
+    #[arg(long)]
+    invert: bool,
+}
+
+#[derive(Args)]
+struct ZeroShotArgs {
+    /// Run directory of a CLIP model.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Folder of Fashion-MNIST's IDX files (default: where it usually is).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct GradsArgs {
     /// A run directory, or a safetensors weights file with config.json beside it.
     #[arg(long)]
@@ -223,6 +282,9 @@ fn real_main() -> Result<()> {
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Grads(a)) => grads(a),
         Some(Cmd::Graph(a)) => graph(a),
+        Some(Cmd::FillMask(a)) => fill_mask(a),
+        Some(Cmd::Classify(a)) => classify(a),
+        Some(Cmd::ZeroShot(a)) => zero_shot(a),
         Some(Cmd::Bench(a)) => kiln::bench::cli::run(&a),
     }
 }
@@ -293,7 +355,8 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
         s.final_train_loss.map_or("-".into(), |l| format!("{l:.4}")),
         s.final_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
         s.loss_floor
-            .map_or(String::new(), |f| format!(" (corpus entropy floor {f:.4})")),
+            .as_ref()
+            .map_or(String::new(), |(_, label)| format!(" ({label})")),
     );
     if s.interrupted {
         println!(
@@ -308,26 +371,28 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
         s.out.display()
     );
     if !s.sample.is_empty() {
-        println!("\n--- sample ---\n{}\n--------------", s.sample);
+        println!("\n--- {} ---\n{}\n--------------", s.sample_title, s.sample);
     }
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    if a.objective != "gpt" {
-        bail!(
-            "objective {:?} is not available yet; use --objective gpt",
-            a.objective
-        );
-    }
     let gpu = open_gpu()?;
+    let arch = match a.model.as_deref() {
+        Some("gpt") | None => "gpt2",
+        Some(m) => m,
+    };
     let mut c = match &a.config {
         Some(p) => RunConfig::from_toml_file(p)?,
-        None => RunConfig::default_for(gpu.is_cpu()),
+        None => RunConfig::default_for_model(arch, gpu.is_cpu())?,
     };
     // The settings given explicitly: they matter to --resume.
     let mut given = std::collections::BTreeSet::new();
     if let Some(p) = &a.config {
         given = kiln::train::resume::keys_in_toml(&std::fs::read_to_string(p)?)?;
+    }
+    if a.model.is_some() {
+        c.model.arch = arch.to_string();
+        given.insert("model.arch".into());
     }
     macro_rules! set {
         ($($flag:ident => $sec:ident . $field:ident),* $(,)?) => {
@@ -344,6 +409,7 @@ fn train(a: TrainArgs) -> Result<()> {
         log_every => train.log_every, checkpoint_every => train.checkpoint_every,
         sample_tokens => train.sample_tokens, keep_checkpoints => train.keep_checkpoints,
         layers => model.n_layer, heads => model.n_head, embd => model.n_embd, attention => model.attention,
+        patch => model.patch_size, classes => data.classes, label_fraction => data.label_fraction,
         lr => optimizer.lr, min_lr => optimizer.min_lr, warmup => optimizer.warmup_steps,
         weight_decay => optimizer.weight_decay, grad_clip => optimizer.grad_clip,
     );
@@ -565,6 +631,87 @@ fn grads(a: GradsArgs) -> Result<()> {
         out.len() - n_out,
         a.out.display()
     );
+    Ok(())
+}
+
+fn fill_mask(a: FillMaskArgs) -> Result<()> {
+    let (dir, model, params) = load_run(&a.checkpoint)?;
+    ensure!(
+        model.architecture() == "BertForMaskedLM",
+        "the checkpoint holds a {}; fill-mask needs a masked language model (BertForMaskedLM)",
+        model.architecture()
+    );
+    ensure!(a.top_k >= 1, "--top-k must be at least 1");
+    let tok = kiln::data::tokenizer::load_tokenizer(&dir.join(kiln::train::run::TOKENIZER_DIR))?;
+    let ids = tok.encode(&a.text);
+    let gpu = open_gpu()?;
+    let shapes = kiln::model::param_shapes(model.as_ref())?;
+    let gpu_params = kiln::model::upload_params(&gpu, &shapes, &params)?;
+    let fills = kiln::objective::text::fill_mask_ids(
+        &gpu,
+        model,
+        &gpu_params,
+        tok.as_ref(),
+        &ids,
+        a.top_k,
+    )?;
+    println!("{}", a.text);
+    for (k, f) in fills.iter().enumerate() {
+        let top: Vec<String> = f
+            .top
+            .iter()
+            .map(|(w, p)| format!("{:?} {p:.3}", w.trim()))
+            .collect();
+        println!("[MASK] {}: {}", k + 1, top.join(", "));
+    }
+    Ok(())
+}
+
+fn classify(a: ClassifyArgs) -> Result<()> {
+    let (dir, model, params) = load_run(&a.checkpoint)?;
+    ensure!(a.top_k >= 1, "--top-k must be at least 1");
+    let gpu = open_gpu()?;
+    let rows = kiln::objective::images::classify(
+        &gpu,
+        &dir,
+        model,
+        &params,
+        &a.images,
+        a.data.as_deref(),
+        a.top_k,
+        a.invert,
+    )?;
+    for (img, top) in a.images.iter().zip(rows) {
+        let t: Vec<String> = top.iter().map(|(c, p)| format!("{c} {p:.3}")).collect();
+        println!("{img}: {}", t.join(", "));
+    }
+    Ok(())
+}
+
+fn zero_shot(a: ZeroShotArgs) -> Result<()> {
+    let (dir, model, params) = load_run(&a.checkpoint)?;
+    let gpu = open_gpu()?;
+    let r = kiln::objective::images::zero_shot_checkpoint(
+        &gpu,
+        &dir,
+        model,
+        &params,
+        a.data.as_deref(),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "zero-shot top-1 {:.4} on {} test images (held-out prompts, ensembled); each template alone: {}",
+            r.top1,
+            r.images,
+            r.per_template
+                .iter()
+                .map(|x| format!("{x:.3}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 

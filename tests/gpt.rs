@@ -364,7 +364,8 @@ fn same_seed_same_bits_and_resume_is_exact() {
         &c,
         &state,
         &kiln::train::RunConfig::default(),
-        &kiln::data::tokenizer::ByteTokenizer,
+        Some(&kiln::data::tokenizer::ByteTokenizer),
+        &[],
         &dir,
     )
     .unwrap();

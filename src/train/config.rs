@@ -10,7 +10,7 @@ use super::optimizer::OptimizerConfig;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
-    /// Architecture: `gpt2`.
+    /// Architecture: `gpt2`, `bert`, `vit` or `clip`.
     pub arch: String,
     pub n_layer: usize,
     pub n_head: usize,
@@ -20,6 +20,10 @@ pub struct ModelSection {
     /// `fused`, `unfused` or `auto`: fused on GPUs; unfused on CPU adapters,
     /// where it measured faster (BENCHMARKS.md) and T×T memory is cheap.
     pub attention: String,
+    /// Image models: the side of a square patch, in pixels.
+    pub patch_size: usize,
+    /// CLIP: the size of the joint embedding space (default `n_embd`).
+    pub projection_dim: Option<usize>,
 }
 
 impl Default for ModelSection {
@@ -31,6 +35,8 @@ impl Default for ModelSection {
             n_embd: 256,
             n_positions: None,
             attention: "auto".into(),
+            patch_size: 7,
+            projection_dim: None,
         }
     }
 }
@@ -38,16 +44,25 @@ impl Default for ModelSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSection {
-    /// A text file or a directory of them; None = the built-in corpus.
+    /// Text models: a text file or a directory of them (None = the built-in
+    /// corpus). Image models: a folder of IDX files (None = Fashion-MNIST
+    /// where it is usually found).
     pub path: Option<PathBuf>,
-    /// `byte`, `bpe` (trained on the corpus) or `gpt2:<dir>`.
+    /// `byte`, `bpe` (trained on the corpus), `gpt2:<dir>`, `wordpiece`,
+    /// `gpt2-bpe`, `clip-bpe` (Hugging Face tokenizers trained on the
+    /// corpus) or `hf:<tokenizer.json>`.
     pub tokenizer: String,
-    /// Vocabulary size when training a BPE.
+    /// Vocabulary size when training a tokenizer.
     pub bpe_vocab: usize,
     /// Fraction of the tokens held out for validation (the end of the text).
     pub val_fraction: f64,
     /// Size of the built-in corpus in bytes.
     pub builtin_bytes: usize,
+    /// Image models: train on these classes only (empty: all), relabelled 0…
+    pub classes: Vec<u8>,
+    /// Image models: the fraction of the training labels used (a stratified,
+    /// seeded subset; 1 = all).
+    pub label_fraction: f64,
 }
 
 impl Default for DataSection {
@@ -58,6 +73,8 @@ impl Default for DataSection {
             bpe_vocab: 1024,
             val_fraction: 0.1,
             builtin_bytes: 2_000_000,
+            classes: Vec::new(),
+            label_fraction: 1.0,
         }
     }
 }
@@ -142,6 +159,67 @@ impl RunConfig {
         c
     }
 
+    /// The default run of `arch` (gpt2, bert, vit or clip) on this kind of
+    /// adapter: sizes that train to a useful result in minutes (tens of
+    /// minutes on a CPU adapter), each with its data and tokenizer.
+    pub fn default_for_model(arch: &str, cpu_adapter: bool) -> Result<Self> {
+        let mut c = Self::default_for(cpu_adapter);
+        c.model.arch = arch.to_string();
+        match arch {
+            "gpt2" | "gpt" => {}
+            "bert" => {
+                c.data.tokenizer = "wordpiece".into();
+                c.data.bpe_vocab = 2048;
+                c.model.n_layer = if cpu_adapter { 2 } else { 4 };
+                c.model.n_embd = if cpu_adapter { 128 } else { 256 };
+                c.train.batch = 16;
+                c.train.seq = 64;
+                c.train.steps = if cpu_adapter { 600 } else { 3000 };
+                c.train.sample_tokens = 5;
+                c.optimizer.lr = 1e-3;
+                c.optimizer.min_lr = 1e-4;
+            }
+            "vit" => {
+                c.model.n_layer = if cpu_adapter { 2 } else { 6 };
+                c.model.n_head = 4;
+                c.model.n_embd = if cpu_adapter { 64 } else { 192 };
+                c.model.patch_size = if cpu_adapter { 7 } else { 4 };
+                c.train.batch = 64;
+                c.train.seq = 1;
+                c.train.steps = if cpu_adapter { 1500 } else { 10_000 };
+                c.train.eval_every = if cpu_adapter { 500 } else { 1000 };
+                c.train.eval_batches = 16;
+                c.train.sample_tokens = 0;
+                c.optimizer.lr = 2e-3;
+                c.optimizer.min_lr = 1e-4;
+                c.optimizer.warmup_steps = 100;
+            }
+            "clip" => {
+                c.data.tokenizer = "clip-bpe".into();
+                c.data.bpe_vocab = 1024;
+                c.model.n_layer = 2;
+                c.model.n_head = 4;
+                c.model.n_embd = if cpu_adapter { 64 } else { 128 };
+                c.model.patch_size = 7;
+                c.train.batch = 64;
+                c.train.seq = 24;
+                c.train.steps = if cpu_adapter { 1500 } else { 6000 };
+                c.train.eval_every = 500;
+                c.train.eval_batches = 8;
+                c.train.sample_tokens = 0;
+                c.optimizer.lr = 2e-3;
+                c.optimizer.min_lr = 1e-4;
+                c.optimizer.warmup_steps = 100;
+            }
+            other => anyhow::bail!(
+                "--model {other:?}: expected {}",
+                crate::model::ARCHITECTURES.join(", ")
+            ),
+        }
+        c.optimizer.decay_steps = c.train.steps;
+        Ok(c)
+    }
+
     /// The presets, smallest first: `tiny` is what `kiln train` uses by
     /// default on a CPU adapter (2 layers, 4 heads, 64 dims, context 64,
     /// batch 8, AdamW 3e-3 → 3e-4 over 300 steps, 400 kB of the built-in
@@ -171,7 +249,8 @@ impl RunConfig {
         Ok(c)
     }
 
-    /// The model this configuration describes, for a vocabulary of `vocab`.
+    /// The text model this configuration describes, for a vocabulary of
+    /// `vocab` (image models need their data: see `crate::objective`).
     pub fn build_model(&self, vocab: usize) -> Result<std::sync::Arc<dyn crate::model::Model>> {
         let m = &self.model;
         crate::model::for_run(
@@ -182,6 +261,7 @@ impl RunConfig {
                 n_embd: m.n_embd,
                 n_positions: m.n_positions.unwrap_or(self.train.seq),
                 vocab_size: vocab,
+                pad: Some(0),
                 ..Default::default()
             },
         )

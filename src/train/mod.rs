@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod grads;
+pub mod infer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod interrupt;
 pub mod nan_guard;

@@ -36,11 +36,15 @@ pub const SETTINGS: &[Setting] = &[
     s("model.n_embd", Some("--embd"), false),
     s("model.n_positions", None, false),
     s("model.attention", Some("--attention"), true),
+    s("model.patch_size", Some("--patch"), false),
+    s("model.projection_dim", None, false),
     s("data.path", Some("--data"), false),
     s("data.tokenizer", Some("--tokenizer"), false),
     s("data.bpe_vocab", Some("--bpe-vocab"), false),
     s("data.val_fraction", Some("--val-fraction"), false),
     s("data.builtin_bytes", None, false),
+    s("data.classes", Some("--classes"), false),
+    s("data.label_fraction", Some("--label-fraction"), false),
     s("train.batch", Some("--batch"), false),
     s("train.seq", Some("--seq"), false),
     s("train.steps", Some("--steps"), true),
@@ -161,9 +165,12 @@ pub struct DataFingerprint {
 
 impl DataFingerprint {
     pub fn of(text: &str) -> Self {
+        Self::of_bytes(text.as_bytes())
+    }
+    pub fn of_bytes(bytes: &[u8]) -> Self {
         Self {
-            bytes: text.len() as u64,
-            crc32: crate::io::ckpt_store::crc32_hex(text.as_bytes()),
+            bytes: bytes.len() as u64,
+            crc32: crate::io::ckpt_store::crc32_hex(bytes),
         }
     }
 }

@@ -14,16 +14,16 @@ use serde_json::json;
 use super::checkpoint;
 use super::config::RunConfig;
 use super::nan_guard::{locate_nonfinite, NanStatus, OnNan};
-use super::resume::{merge_for_resume, DataFingerprint};
-use super::run_dir::{self, Resumable};
+use super::resume::merge_for_resume;
+use super::run_dir;
 use super::sample::{generate_on_gpu, SampleOptions};
 use super::session::Session;
 use super::trainer::{PendingStats, StepStats, Trainer};
-use crate::data::corpus::{builtin_corpus, load_text};
-use crate::data::tokenizer::{load_tokenizer, tokenizer_by_name, Tokenizer};
+use crate::data::tokenizer::Tokenizer;
 use crate::data::Batch;
 use crate::io::ckpt_store;
 use crate::io::metrics::{read_metrics, MetricsLog};
+use crate::objective::{self, Prepared, Report};
 use crate::plot::{write_line_chart, ChartOptions, HLine, Series, PALETTE};
 use crate::runtime::Gpu;
 
@@ -52,51 +52,21 @@ pub struct RunSummary {
     pub steps: u64,
     pub final_train_loss: Option<f32>,
     pub final_val_loss: Option<f32>,
-    /// Entropy rate of the built-in corpus, when it was used (nats/token).
-    pub loss_floor: Option<f64>,
+    /// A reference loss (value, what it is): the built-in corpus's entropy
+    /// rate, the unigram baseline of masked tokens.
+    pub loss_floor: Option<(f64, String)>,
     pub tokens_per_second: f64,
     pub seconds: f64,
+    /// What the run measured or produced after training: a text sample, a
+    /// fill-mask example, test accuracy and its confusion matrix, zero-shot
+    /// accuracy; `sample_title` names it.
     pub sample: String,
+    pub sample_title: &'static str,
     pub out: PathBuf,
     /// Steps skipped because the loss or gradient was not finite.
     pub nan_skipped: u32,
     /// Stopped early by Ctrl-C (after saving a checkpoint).
     pub interrupted: bool,
-}
-
-/// The text of a run, tokenized.
-struct RunData {
-    tokens: Vec<u32>,
-    tok: Box<dyn Tokenizer>,
-    /// Loss floor in nats per token, where known (built-in corpus, bytes).
-    floor: Option<f64>,
-    fingerprint: DataFingerprint,
-}
-
-/// Loads the text and the tokenizer a run uses: a resumed run's own (from
-/// its checkpoint; nothing is rewritten), or a new one.
-fn prepare_data(cfg: &RunConfig, from: Option<&Resumable>) -> Result<RunData> {
-    let (text, floor) = match &cfg.data.path {
-        Some(p) => (load_text(p)?, None),
-        None => {
-            let (t, f) = builtin_corpus(cfg.data.builtin_bytes);
-            (t, Some(f))
-        }
-    };
-    let tok = match from {
-        Some(r) => load_tokenizer(&r.dir.join(TOKENIZER_DIR))
-            .with_context(|| format!("loading the tokenizer of {}", r.dir.display()))?,
-        None => tokenizer_by_name(&cfg.data.tokenizer, Some(&text), cfg.data.bpe_vocab)?,
-    };
-    let tokens = tok.encode(&text);
-    // The floor is per byte; with a byte tokenizer that is per token.
-    let floor = floor.filter(|_| tok.kind() == "byte");
-    Ok(RunData {
-        tokens,
-        tok,
-        floor,
-        fingerprint: DataFingerprint::of(&text),
-    })
 }
 
 struct Progress {
@@ -159,31 +129,38 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     };
     cfg.validate()?;
 
-    let RunData {
-        tokens,
-        tok,
-        floor,
-        fingerprint,
-    } = prepare_data(&cfg, from.as_ref())?;
+    // A resumed run keeps its own tokenizer (never retrained).
+    let tok_dir = from
+        .as_ref()
+        .map(|r| r.dir.join(TOKENIZER_DIR))
+        .filter(|d| d.is_dir());
+    let data = objective::prepare(&cfg, tok_dir.as_deref())?;
     let (model, init) = match &from {
         Some(r) => checkpoint::load_model(&r.dir)?,
         None => {
-            let m = cfg.build_model(tok.vocab_size())?;
+            let m = objective::build_model(&cfg, &data)?;
             super::validate::check_model_size(m.as_ref())?;
             let init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
             (m, init)
         }
     };
     super::validate::check_model_size(model.as_ref())?;
+    let Prepared {
+        source,
+        tok,
+        floor,
+        fingerprint,
+        prompt,
+        files,
+        notes,
+        report: after,
+        ..
+    } = data;
+    let tok = tok.as_deref();
     let t = &cfg.train;
     let attention = cfg.attention_for(gpu)?;
-    let mut session = Session::language_model(
-        gpu,
-        cfg.clone(),
-        tokens,
-        tok.vocab_size(),
-        Some((model.clone(), init)),
-    )?;
+    let mut session = Session::new(gpu, cfg.clone(), model.clone(), source, &init)?;
+    session.prompt_tokens = prompt;
     let n_params: usize = session.trainer.params.values().map(|p| p.numel()).sum();
     if let Some(g) = &mut session.trainer.opt.guard {
         g.on_nan = t.on_nan;
@@ -216,7 +193,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         }
         state.data = Some(fingerprint.clone());
         if !r.legacy {
-            let view = run_dir::view_names(tok.as_ref())?;
+            let view = run_dir::view_names(tok, &files)?;
             let view: Vec<&str> = view.iter().map(String::as_str).collect();
             ckpt_store::update_view(out, &r.dir, &view)?;
         }
@@ -232,12 +209,15 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     crate::io::atomic::write_atomic(&out.join(RUN_CONFIG_FILE), cfg.to_toml().as_bytes())?;
     if !opts.quiet {
         println!(
-            "kiln: {} · {} ({:.2}M params, {:?} attention) · {} tokenizer · {}{}",
+            "kiln: {} · {} ({:.2}M params, {:?} attention) · {} · {}{}",
             gpu.describe(),
             model.describe(),
             n_params as f64 / 1e6,
             attention,
-            tok.kind(),
+            tok.map_or("no tokenizer".to_string(), |t| format!(
+                "{} tokenizer",
+                t.kind()
+            )),
             session.data.describe(),
             if from.is_some() {
                 format!(" · resuming at step {}", state.step)
@@ -245,8 +225,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                 String::new()
             }
         );
-        if let Some(f) = floor {
-            println!("kiln: built-in corpus, entropy floor {f:.4} nats/token");
+        for n in &notes {
+            println!("kiln: {n}");
         }
     }
 
@@ -379,9 +359,9 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         }
         if ckpt_due {
             state.adamw_t = session.trainer.opt.t;
-            run_dir::save_checkpoint(&session.trainer, &state, &cfg, tok.as_ref(), out)?;
+            run_dir::save_checkpoint(&session.trainer, &state, &cfg, tok, &files, out)?;
             saved_step = Some(state.step);
-            plot_curve(out, floor)?;
+            plot_curve(out, floor.as_ref())?;
         }
         if interrupted {
             break;
@@ -401,14 +381,78 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         );
     }
 
-    let sample = if t.sample_tokens > 0 && !interrupted && model.context_length().is_some() {
-        final_sample(gpu, &session, tok.as_ref(), t.sample_tokens, t.seed).unwrap_or_else(|e| {
-            log::warn!("no sample: {e:#} (training and its checkpoint are complete)");
-            String::new()
-        })
-    } else {
-        String::new()
-    };
+    // What the objective measures after training (skipped when interrupted).
+    let mut sample = String::new();
+    let mut sample_title = "sample";
+    let mut results = serde_json::Map::new();
+    if !interrupted {
+        let done = |e: anyhow::Error, what: &str| {
+            log::warn!("no {what}: {e:#} (training and its checkpoint are complete)");
+        };
+        match (&after, tok) {
+            (Report::Text, Some(_)) if model.context_length().is_some() && t.sample_tokens == 0 => {
+            }
+            (Report::Text, Some(tok)) if model.context_length().is_some() => {
+                match final_sample(gpu, &session, tok, t.sample_tokens, t.seed) {
+                    Ok(s) => sample = s,
+                    Err(e) => done(e, "sample"),
+                }
+            }
+            (Report::Text, Some(tok)) if t.sample_tokens > 0 => {
+                sample_title = "fill-mask";
+                match objective::text::fill_mask_example(gpu, &session, tok, t.sample_tokens) {
+                    Ok(s) => sample = s,
+                    Err(e) => done(e, "fill-mask example"),
+                }
+            }
+            (Report::Classes(r), _) => {
+                let res = pollster::block_on(objective::images::class_report(
+                    gpu,
+                    model.clone(),
+                    &session.trainer.params,
+                    r,
+                    attention,
+                ))?;
+                sample_title = "test set";
+                sample = format!(
+                    "test accuracy {:.4} on {} images\n{}",
+                    res.accuracy,
+                    res.images,
+                    res.table()
+                );
+                results.insert("test_accuracy".into(), json!(res.accuracy));
+                results.insert("test".into(), serde_json::to_value(&res)?);
+            }
+            (Report::ZeroShot(r), _) => {
+                let res = pollster::block_on(objective::images::zero_shot(
+                    gpu,
+                    model.clone(),
+                    &session.trainer.params,
+                    r,
+                    attention,
+                ))?;
+                sample_title = "zero-shot";
+                sample = format!(
+                    "zero-shot top-1 {:.4} on {} test images (held-out prompts, ensembled; \
+                     each template alone: {})",
+                    res.top1,
+                    res.images,
+                    res.per_template
+                        .iter()
+                        .map(|x| format!("{x:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                results.insert("zero_shot_top1".into(), json!(res.top1));
+                results.insert("zero_shot".into(), serde_json::to_value(&res)?);
+            }
+            _ => {}
+        }
+        if !results.is_empty() {
+            results.insert("step".into(), json!(state.step));
+            crate::io::atomic::write_json_atomic(&out.join(RESULTS_FILE), &results)?;
+        }
+    }
     Ok(RunSummary {
         steps: state.step,
         final_train_loss: last_train,
@@ -417,6 +461,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         tokens_per_second: run_tokens as f64 / seconds.max(1e-9),
         seconds,
         sample,
+        sample_title,
         out: out.clone(),
         nan_skipped: state.nan_skipped,
         interrupted,
@@ -465,8 +510,14 @@ fn first_line(s: &str) -> String {
     line.chars().take(40).collect()
 }
 
-/// Draws train and validation loss from `metrics.jsonl` into `loss.svg`.
-pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
+/// The measurements after training (test accuracy, zero-shot top-1).
+pub const RESULTS_FILE: &str = "results.json";
+/// Train and validation accuracy, for models that report one.
+pub const ACCURACY_CURVE_FILE: &str = "accuracy.svg";
+
+/// Draws train and validation loss from `metrics.jsonl` into `loss.svg`
+/// (and accuracy into `accuracy.svg` when the model reports one).
+pub fn plot_curve(out: &Path, floor: Option<&(f64, String)>) -> Result<()> {
     let rows = read_metrics(&out.join(METRICS_FILE))?;
     let pick = |key: &str| -> Vec<(f64, f64)> {
         rows.iter()
@@ -486,9 +537,9 @@ pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
         },
     ];
     let hlines: Vec<HLine> = floor
-        .map(|f| HLine {
-            value: f,
-            label: format!("entropy floor {f:.3}"),
+        .map(|(f, label)| HLine {
+            value: *f,
+            label: label.clone(),
             color: [120, 120, 120],
         })
         .into_iter()
@@ -497,9 +548,34 @@ pub fn plot_curve(out: &Path, floor: Option<f64>) -> Result<()> {
         &out.join(CURVE_FILE),
         "Kiln training",
         "step",
-        "loss (nats/token)",
+        "loss (nats)",
         &series,
         &hlines,
         &ChartOptions::default(),
-    )
+    )?;
+    let (train_acc, val_acc) = (pick("train_accuracy"), pick("val_accuracy"));
+    if !train_acc.is_empty() || !val_acc.is_empty() {
+        let acc = vec![
+            Series {
+                name: "train".into(),
+                points: train_acc,
+                color: PALETTE[0],
+            },
+            Series {
+                name: "validation".into(),
+                points: val_acc,
+                color: PALETTE[1],
+            },
+        ];
+        write_line_chart(
+            &out.join(ACCURACY_CURVE_FILE),
+            "Kiln training: accuracy",
+            "step",
+            "accuracy",
+            &acc,
+            &[],
+            &ChartOptions::default(),
+        )?;
+    }
+    Ok(())
 }

@@ -193,23 +193,41 @@ pub fn check_consistent(r: &Resumable, state: &TrainerState, adamw_t: u32) -> Re
     )
 }
 
-/// The files of a checkpoint shown at the top of the run directory: the
-/// weights, config.json and the tokenizer (what Hugging Face loads).
-pub fn view_names(tok: &dyn Tokenizer) -> Result<Vec<String>> {
-    let mut v = vec![MODEL_FILE.to_string(), CONFIG_FILE.to_string()];
-    for (name, _) in tok.files()? {
-        v.push(format!("{TOKENIZER_DIR}/{name}"));
+/// Files of a checkpoint besides the model's, the optimizer's and the
+/// trainer's: the tokenizer (in `tokenizer/`, and as Hugging Face's
+/// `tokenizer.json` & co. at the top where it has that form) and `extra`
+/// (an image model's `preprocessor_config.json`).
+pub fn companion_files(tok: Option<&dyn Tokenizer>, extra: &[SaveFile]) -> Result<Vec<SaveFile>> {
+    let mut files = extra.to_vec();
+    if let Some(tok) = tok {
+        for (name, bytes) in tok.files()? {
+            files.push((format!("{TOKENIZER_DIR}/{name}"), bytes));
+        }
+        if let Ok(hf) = tok.to_hugging_face() {
+            files.extend(crate::data::hf_tokenizer::pretrained_files(&hf)?);
+        }
     }
+    Ok(files)
+}
+
+/// The files of a checkpoint shown at the top of the run directory: the
+/// weights, config.json, the tokenizer and the companions (what Hugging
+/// Face's `from_pretrained` loads).
+pub fn view_names(tok: Option<&dyn Tokenizer>, extra: &[SaveFile]) -> Result<Vec<String>> {
+    let mut v = vec![MODEL_FILE.to_string(), CONFIG_FILE.to_string()];
+    v.extend(companion_files(tok, extra)?.into_iter().map(|(n, _)| n));
     Ok(v)
 }
 
 /// Saves one checkpoint of `trainer` (weights, optimizer, trainer state,
-/// run config, tokenizer) as one transaction, keeping the newest `keep`.
+/// run config, tokenizer, `extra` files) as one transaction, keeping the
+/// newest `keep`.
 pub fn save_checkpoint(
     trainer: &Trainer,
     state: &TrainerState,
     cfg: &RunConfig,
-    tok: &dyn Tokenizer,
+    tok: Option<&dyn Tokenizer>,
+    extra: &[SaveFile],
     out: &Path,
 ) -> Result<PathBuf> {
     let gpu = trainer.gpu();
@@ -222,10 +240,8 @@ pub fn save_checkpoint(
     st.push(b'\n');
     files.push((STATE_FILE.into(), st));
     files.push((RUN_CONFIG_FILE.into(), cfg.to_toml().into_bytes()));
-    for (name, bytes) in tok.files()? {
-        files.push((format!("{TOKENIZER_DIR}/{name}"), bytes));
-    }
-    let view = view_names(tok)?;
+    files.extend(companion_files(tok, extra)?);
+    let view = view_names(tok, extra)?;
     let view: Vec<&str> = view.iter().map(String::as_str).collect();
     ckpt_store::save(
         out,

@@ -34,11 +34,15 @@ impl Session {
         data: Box<dyn DataSource>,
         init: &HostParams,
     ) -> Result<Self> {
+        // The graph's inputs are a batch as the model prepares it (CLIP adds
+        // the pooled positions and the pairs, for instance).
+        let mut example = data.train_batch(0)?;
+        model.prepare_batch(&mut example)?;
         let trainer = Trainer::new(
             gpu,
             model.clone(),
             &cfg.optimizer_for_run(),
-            &data.layout(),
+            &example.layout(),
             init,
             &TrainerOptions {
                 grad_accum: cfg.train.grad_accum,

@@ -163,14 +163,42 @@ impl RunConfig {
                  (--steps, --seed and the cadences)"
             );
         }
-        // The smallest vocabulary the tokenizer can have: a model too large
-        // even then is refused before any data is read.
-        let vocab = if d.tokenizer == "bpe" {
-            d.bpe_vocab.max(256)
-        } else {
-            256
-        };
-        check_model_size(self.build_model(vocab)?.as_ref())?;
+        let arch = m.arch.as_str();
+        ensure!(
+            crate::model::ARCHITECTURES.contains(&arch) || arch == "gpt",
+            "--model {arch:?} (model.arch): expected {}",
+            crate::model::ARCHITECTURES.join(", ")
+        );
+        if matches!(arch, "vit" | "clip") {
+            ensure!(
+                (1..=64).contains(&m.patch_size),
+                "--patch {} (model.patch_size) must be between 1 and 64 pixels",
+                m.patch_size
+            );
+        }
+        ensure!(
+            d.label_fraction.is_finite() && d.label_fraction > 0.0 && d.label_fraction <= 1.0,
+            "--label-fraction {} (data.label_fraction) must be in (0, 1]",
+            d.label_fraction
+        );
+        let mut seen = d.classes.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        ensure!(
+            seen.len() == d.classes.len(),
+            "--classes {:?} (data.classes) lists a class twice",
+            d.classes
+        );
+        if matches!(arch, "gpt2" | "gpt" | "bert") {
+            // The smallest vocabulary the tokenizer can have: a model too
+            // large even then is refused before any data is read.
+            let vocab = if d.tokenizer == "bpe" {
+                d.bpe_vocab.max(256)
+            } else {
+                256
+            };
+            check_model_size(self.build_model(vocab)?.as_ref())?;
+        }
         match m.attention.as_str() {
             "fused" | "unfused" | "auto" | "" => {}
             other => {

@@ -1,0 +1,127 @@
+//! What each architecture pretrains on, from a run configuration: the data
+//! (read from files here, for the CLI), its tokenizer, the data source, the
+//! model's data-given sizes, and what to report after training.
+//!
+//! - `gpt2`: causal language modelling on a text (next-token prediction);
+//! - `bert`: masked language modelling on a text (15% of tokens, 80/10/10);
+//! - `vit`: supervised classification of Fashion-MNIST images;
+//! - `clip`: contrastive pretraining on Fashion-MNIST images paired with
+//!   generated captions, zero-shot classification by held-out prompts.
+
+pub mod images;
+pub mod text;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+
+use crate::data::tokenizer::Tokenizer;
+use crate::data::DataSource;
+use crate::io::ckpt_store::SaveFile;
+use crate::model::{ImageDims, Model, ModelDims};
+use crate::train::config::RunConfig;
+use crate::train::resume::DataFingerprint;
+
+/// A run's data, ready to train on.
+pub struct Prepared {
+    pub source: Box<dyn DataSource>,
+    /// The tokenizer of text models (saved with every checkpoint).
+    pub tok: Option<Box<dyn Tokenizer>>,
+    /// A reference line for the loss chart (value, label): the entropy floor
+    /// of the built-in corpus, the unigram baseline of masked tokens.
+    pub floor: Option<(f64, String)>,
+    pub fingerprint: DataFingerprint,
+    /// Language models: the tokens the final sample continues.
+    pub prompt: Vec<u32>,
+    /// Files saved with every checkpoint besides the model's and the
+    /// tokenizer's (an image model's `preprocessor_config.json`).
+    pub files: Vec<SaveFile>,
+    /// Lines to print before training (baselines, truncations).
+    pub notes: Vec<String>,
+    /// What the data decides about the model (vocabulary, ids, images).
+    pub dims: ModelDims,
+    /// Kept for the reports after training (images, prompts).
+    pub report: Report,
+}
+
+/// What to measure after training, beyond the validation loss.
+#[derive(Default)]
+pub enum Report {
+    #[default]
+    None,
+    /// Language models print a sample; masked ones fill a mask.
+    Text,
+    /// Test-set accuracy and the confusion matrix.
+    Classes(images::ClassReport),
+    /// Zero-shot top-1 on the test set with held-out prompts.
+    ZeroShot(images::ZeroShotReport),
+}
+
+/// The architecture a run trains (`model.arch`), checked.
+pub fn arch(cfg: &RunConfig) -> Result<&str> {
+    let a = cfg.model.arch.as_str();
+    match a {
+        "gpt2" | "gpt" | "bert" | "vit" | "clip" => Ok(a),
+        other => bail!("--model {other:?} (model.arch): expected gpt2, bert, vit or clip"),
+    }
+}
+
+/// Reads and tokenizes the data of `cfg`; `tok_dir` holds the tokenizer of a
+/// resumed run (used as it is, never retrained).
+pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
+    match arch(cfg)? {
+        "gpt2" | "gpt" => text::causal_lm(cfg, tok_dir),
+        "bert" => text::masked_lm(cfg, tok_dir),
+        "vit" => images::classification(cfg),
+        "clip" => images::contrastive(cfg, tok_dir),
+        _ => unreachable!("checked by arch()"),
+    }
+}
+
+/// The model a fresh run of `cfg` trains on `data`.
+pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
+    let m = &cfg.model;
+    let mut d = data.dims.clone();
+    d.n_layer = m.n_layer;
+    d.n_head = m.n_head;
+    d.n_embd = m.n_embd;
+    d.n_positions = m.n_positions.unwrap_or(cfg.train.seq);
+    if let Some(im) = &mut d.image {
+        im.patch = m.patch_size;
+    }
+    crate::model::for_run(arch(cfg)?, &d)
+}
+
+/// Where Fashion-MNIST is, when no `--data` says: `$KILN_DATA_DIR/images/
+/// fashion-mnist`, `../shared/data/images/fashion-mnist` (beside a checkout),
+/// then Debian's `dataset-fashion-mnist` package.
+pub fn default_image_dir() -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
+    if let Ok(d) = std::env::var("KILN_DATA_DIR") {
+        candidates.push(Path::new(&d).join("images/fashion-mnist"));
+    }
+    candidates.push(PathBuf::from("../shared/data/images/fashion-mnist"));
+    candidates.push(PathBuf::from("/usr/share/datasets/fashion-mnist"));
+    for c in candidates {
+        if c.is_dir() {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    bail!(
+        "no image data: pass --data with a folder holding Fashion-MNIST's four IDX files \
+         (train-images-idx3-ubyte.gz …); looked in {}",
+        tried.join(", ")
+    )
+}
+
+/// An image model's sizes from its data: side, one channel, the patch size.
+fn image_dims(side: usize) -> Option<ImageDims> {
+    Some(ImageDims {
+        size: side,
+        channels: 1,
+        patch: 0,
+    })
+}

@@ -1,0 +1,221 @@
+//! Text objectives: causal (GPT-2) and masked (BERT) language modelling on
+//! a text file, a folder of them, or the built-in corpus.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{Prepared, Report};
+use crate::data::corpus::{builtin_corpus, load_text};
+use crate::data::mlm::MaskedLm;
+use crate::data::tokenizer::{load_tokenizer, tokenizer_by_name, Tokenizer};
+use crate::data::{CausalLm, TokenDataset};
+use crate::model::ModelDims;
+use crate::train::config::RunConfig;
+use crate::train::resume::DataFingerprint;
+
+/// The text of a run and its tokenizer (a resumed run's own, or a new one).
+struct Text {
+    text: String,
+    tok: Box<dyn Tokenizer>,
+    /// Entropy rate of the built-in corpus (nats per byte), when used.
+    floor: Option<f64>,
+}
+
+fn read(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Text> {
+    let (text, floor) = match &cfg.data.path {
+        Some(p) => (load_text(p)?, None),
+        None => {
+            let (t, f) = builtin_corpus(cfg.data.builtin_bytes);
+            (t, Some(f))
+        }
+    };
+    let tok = match tok_dir {
+        Some(d) => load_tokenizer(d)
+            .with_context(|| format!("loading the run's tokenizer from {}", d.display()))?,
+        None => tokenizer_by_name(&cfg.data.tokenizer, Some(&text), cfg.data.bpe_vocab)?,
+    };
+    Ok(Text { text, tok, floor })
+}
+
+/// GPT: windows of the token stream, the next token as target.
+pub fn causal_lm(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
+    let Text { text, tok, floor } = read(cfg, tok_dir)?;
+    let fingerprint = DataFingerprint::of(&text);
+    let tokens = tok.encode(&text);
+    // The floor is per byte; with a byte tokenizer that is per token.
+    let floor = floor
+        .filter(|_| tok.kind() == "byte")
+        .map(|f| (f, format!("entropy floor {f:.3}")));
+    let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
+    let t = &cfg.train;
+    // The final sample continues the start of the validation text (the
+    // training text when there is none): at least one token, at most half
+    // a context.
+    let from = if data.val.is_empty() {
+        &data.train
+    } else {
+        &data.val
+    };
+    let prompt = from[..from.len().min((t.seq / 2).max(1))].to_vec();
+    let vocab = tok.vocab_size();
+    let mut notes = Vec::new();
+    if let Some((f, _)) = &floor {
+        notes.push(format!("built-in corpus, entropy floor {f:.4} nats/token"));
+    }
+    Ok(Prepared {
+        source: Box::new(CausalLm {
+            data,
+            seed: t.seed,
+            batch: t.batch,
+            seq: t.seq,
+        }),
+        tok: Some(tok),
+        floor,
+        fingerprint,
+        prompt,
+        files: Vec::new(),
+        notes,
+        dims: ModelDims {
+            vocab_size: vocab,
+            ..Default::default()
+        },
+        report: Report::Text,
+    })
+}
+
+/// BERT: [CLS] window [SEP] rows, 15% of the tokens chosen (80% [MASK],
+/// 10% random, 10% unchanged), new masks every step.
+pub fn masked_lm(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
+    let Text { text, tok, .. } = read(cfg, tok_dir)?;
+    let fingerprint = DataFingerprint::of(&text);
+    let tokens = tok.encode(&text);
+    let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
+    let t = &cfg.train;
+    let source = MaskedLm::new(data, tok.as_ref(), t.seed, t.batch, t.seq)
+        .context("masked language modelling needs a tokenizer with [CLS], [SEP], [MASK] and [PAD] (--tokenizer wordpiece)")?;
+    let base = source.unigram_baseline();
+    let unigram = base.val_cross_entropy.unwrap_or(base.train_entropy);
+    let notes = vec![format!(
+        "masked-token baselines: unigram cross-entropy {unigram:.4} nats, always-the-most-frequent-token accuracy {:.3}",
+        base.majority_accuracy
+    )];
+    let dims = ModelDims {
+        vocab_size: tok.vocab_size(),
+        pad: Some(source.specials.pad as i64),
+        ..Default::default()
+    };
+    let prompt = source.data.val.iter().take(t.seq / 2).copied().collect();
+    Ok(Prepared {
+        source: Box::new(source),
+        tok: Some(tok),
+        floor: Some((unigram, format!("unigram baseline {unigram:.3}"))),
+        fingerprint,
+        prompt,
+        files: Vec::new(),
+        notes,
+        dims,
+        report: Report::Text,
+    })
+}
+
+/// The top predictions at one `[MASK]` of a fill-mask query.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MaskFill {
+    /// Position among the query's tokens (after `[CLS]`).
+    pub position: usize,
+    /// (token, probability), most likely first.
+    pub top: Vec<(String, f32)>,
+}
+
+/// The `k` most likely tokens at every `[MASK]` of `ids` (a tokenized text
+/// without `[CLS]`/`[SEP]`, which are added here).
+pub fn fill_mask_ids(
+    gpu: &crate::runtime::Gpu,
+    model: std::sync::Arc<dyn crate::model::Model>,
+    params: &crate::graph::exec::TensorMap,
+    tok: &dyn Tokenizer,
+    ids: &[u32],
+    k: usize,
+) -> Result<Vec<MaskFill>> {
+    use crate::data::mlm::MlmSpecials;
+    use crate::data::Batch;
+    let sp = MlmSpecials::from_tokenizer(tok)?;
+    let masks: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == sp.mask).collect();
+    anyhow::ensure!(
+        !masks.is_empty(),
+        "the text has no [MASK] token: write [MASK] where the model should fill in a word"
+    );
+    let mut row = vec![sp.cls as i32];
+    row.extend(ids.iter().map(|&x| x as i32));
+    row.push(sp.sep as i32);
+    let t = row.len();
+    let batch = Batch::new()
+        .with_i32("input_ids", &[1, t], row)
+        .with_i32("attention_mask", &[1, t], vec![1; t])
+        .with_i32("token_type_ids", &[1, t], vec![0; t]);
+    let inf = crate::train::infer::Inference::new(
+        gpu,
+        model,
+        &batch,
+        params,
+        &["logits"],
+        crate::graph::AttentionImpl::choose("auto", gpu)?,
+    )?;
+    let out = pollster::block_on(inf.run(&batch))?;
+    let (shape, logits) = &out["logits"];
+    let v = *shape.last().unwrap_or(&1);
+    Ok(masks
+        .into_iter()
+        .map(|i| {
+            let r = &logits[(i + 1) * v..(i + 2) * v];
+            let m = r.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let z: f64 = r.iter().map(|&x| (x as f64 - m).exp()).sum();
+            let top = crate::train::infer::top_k(r, k)
+                .into_iter()
+                .map(|(id, x)| (tok.decode(&[id as u32]), ((x as f64 - m).exp() / z) as f32))
+                .collect();
+            MaskFill { position: i, top }
+        })
+        .collect())
+}
+
+/// After BERT training: a validation window with one word masked, the
+/// model's top `k` guesses and the word that was there.
+pub fn fill_mask_example(
+    gpu: &crate::runtime::Gpu,
+    session: &crate::train::Session,
+    tok: &dyn Tokenizer,
+    k: usize,
+) -> Result<String> {
+    use crate::data::mlm::MlmSpecials;
+    let sp = MlmSpecials::from_tokenizer(tok)?;
+    let special = tok.special_ids();
+    let ids: Vec<u32> = session.prompt_tokens.iter().take(16).copied().collect();
+    let pos = (ids.len() / 2..ids.len())
+        .chain(0..ids.len() / 2)
+        .find(|&i| !special.contains(&ids[i]))
+        .ok_or_else(|| anyhow::anyhow!("no token to mask in the validation text"))?;
+    let truth = tok.decode(&ids[pos..pos + 1]);
+    let mut q = ids.clone();
+    q[pos] = sp.mask;
+    let fills = fill_mask_ids(
+        gpu,
+        session.model.clone(),
+        &session.trainer.params,
+        tok,
+        &q,
+        k,
+    )?;
+    let shown = tok.decode(&q);
+    let guesses: Vec<String> = fills[0]
+        .top
+        .iter()
+        .map(|(w, p)| format!("{:?} {:.3}", w.trim(), p))
+        .collect();
+    Ok(format!(
+        "fill-mask: {shown}\n  top {k}: {}\n  (the masked token was {:?})",
+        guesses.join(", "),
+        truth.trim()
+    ))
+}
