@@ -244,6 +244,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let mut pending: Option<PendingStats> = None;
     let mut last_train: Option<f32> = None;
     let mut last_val: Option<f32> = None;
+    let mut last_val_metrics = serde_json::Map::new();
     let mut saved_step = from.as_ref().map(|_| state.step);
     let mut interrupted = false;
     // A bad step in --on-nan stop mode: name it and the first non-finite
@@ -354,6 +355,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             let mut row = json!({ "step": state.step, "val_loss": v });
             for (name, m) in &e.metrics {
                 row[format!("val_{name}")] = json!(m);
+                last_val_metrics.insert(format!("val_{name}"), json!(m));
             }
             metrics.log(&row)?;
         }
@@ -448,10 +450,19 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             }
             _ => {}
         }
-        if !results.is_empty() {
-            results.insert("step".into(), json!(state.step));
-            crate::io::atomic::write_json_atomic(&out.join(RESULTS_FILE), &results)?;
+        // The run's final figures in one file, for scripts and comparisons.
+        results.insert("architecture".into(), json!(model.architecture()));
+        results.insert("step".into(), json!(state.step));
+        results.insert("final_train_loss".into(), json!(last_train));
+        results.insert("final_val_loss".into(), json!(last_val));
+        results.extend(last_val_metrics);
+        if let Some((v, label)) = &floor {
+            results.insert("baseline".into(), json!({ "loss": v, "what": label }));
         }
+        if !sample.is_empty() {
+            results.insert(sample_title.into(), json!(sample));
+        }
+        crate::io::atomic::write_json_atomic(&out.join(RESULTS_FILE), &results)?;
     }
     Ok(RunSummary {
         steps: state.step,
