@@ -1,9 +1,9 @@
-//! reduce.wgsl: col_sum (two-stage), row_sum, sum_squares over many tensors.
+//! reduce.wgsl: col_sum (two-stage), sum_squares over many tensors.
 //!
 //! Tolerance for every sum: |got − want| ≤ 1e-5 · Σ|terms| (+ 1e-30), want
 //! from f64. Each kernel's sum is a tree of f32 additions whose longest chain
 //! is under ~150 additions for the shapes here (col_sum: chunk/4 + 2 + chunks
-//! ≤ 32 + 2 + 64 at 8192 rows; row_sum: cols/256 + 8 or ≤ 32; sum_squares:
+//! ≤ 32 + 2 + 64 at 8192 rows; sum_squares:
 //! ~12 + 8 + partials/256 + 8), so the classical worst-case bound is
 //! ≤ 150 · 2⁻²⁴ · Σ|terms| ≈ 9e-6 · Σ|terms|. An element summed twice or
 //! missed errs by ~|x| ≈ Σ|terms|/rows, far above this for every shape.
@@ -147,24 +147,6 @@ fn col_sum_very_tall_uses_longer_chunks() {
 }
 
 #[test]
-fn row_sum_matches_reference() {
-    let mut rng = Rng::new(25);
-    // Around the narrow/wide switch (32/33 columns) and a wide row > 256.
-    let extra = [(5, 32), (5, 33), (3, 1000), (70_000, 33)];
-    for (rows, cols) in SHAPES.into_iter().chain(extra) {
-        let x = rand_vec(&mut rng, rows * cols);
-        let out = poisoned(&[rows]);
-        run_all(&k::row_sum(gpu(), &upload(&[rows, cols], &x), rows, cols, &out).unwrap());
-        assert_sum_close(
-            &format!("row_sum {rows}x{cols}"),
-            &read(&out),
-            &r::row_sum(&x, rows, cols),
-            &r::row_sum(&abs(&x), rows, cols),
-        );
-    }
-}
-
-#[test]
 fn sum_squares_over_many_tensors() {
     let mut rng = Rng::new(26);
     // Odd sizes, one with more than 1024·256·8 elements (grid-stride loops).
@@ -204,17 +186,15 @@ fn reductions_are_deterministic() {
     let x = upload(&[rows, cols], &rand_vec(&mut rng, rows * cols));
     let y = upload(&[100_003], &rand_vec(&mut rng, 100_003));
     let run_once = || {
-        let (c, rs, s) = (poisoned(&[cols]), poisoned(&[rows]), poisoned(&[1]));
+        let (c, s) = (poisoned(&[cols]), poisoned(&[1]));
         col_sum_gpu(&x, rows, cols, &c, false);
-        run_all(&k::row_sum(gpu(), &x, rows, cols, &rs).unwrap());
         run_all(&k::sum_squares(gpu(), &[&x, &y], &s).unwrap());
-        (read(&c), read(&rs), read(&s))
+        (read(&c), read(&s))
     };
     let a = run_once();
     let b = run_once();
     assert_same_bits("col_sum", &a.0, &b.0);
-    assert_same_bits("row_sum", &a.1, &b.1);
-    assert_same_bits("sum_squares", &a.2, &b.2);
+    assert_same_bits("sum_squares", &a.1, &b.1);
 }
 
 #[test]
@@ -240,11 +220,6 @@ fn bad_arguments_give_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("at least 1"), "{err}");
-    let err = k::row_sum(g, &x, 4, 6, &out).unwrap_err().to_string();
-    assert!(
-        err.contains("row_sum") && err.contains("expected 4"),
-        "{err}"
-    );
     let xi = upload_i32(&[24], &[0; 24]);
     let err = k::col_sum(g, &xi, 4, 6, &out, false)
         .unwrap_err()

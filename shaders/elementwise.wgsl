@@ -1,5 +1,5 @@
 // Elementwise kernels over flat arrays: add, in-place (residual) add,
-// scale, copy and fill. One thread per element; the 1-D index is spread over
+// copy and fill. One thread per element; the 1-D index is spread over
 // a 2-D grid so tensors beyond 65535 workgroups still fit one dispatch.
 // Written over an element type (f32, or f16 storage with f32 arithmetic).
 
@@ -7,7 +7,7 @@ alias elem = f32;
 
 struct Params {
     n: u32,          // number of elements
-    scalar: f32,     // scale factor or fill value
+    scalar: f32,     // fill value
     _pad0: u32,
     _pad1: u32,
 }
@@ -16,7 +16,7 @@ override WG: u32 = 256;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// add / scale / copy: binding 1 = input a, then b (add only), then the output.
+// add / copy: binding 1 = input a, then b (add only), then the output.
 @group(0) @binding(1) var<storage, read> a: array<elem>;
 @group(0) @binding(2) var<storage, read> b: array<elem>;
 @group(0) @binding(3) var<storage, read_write> out3: array<elem>;
@@ -43,22 +43,6 @@ fn add_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
     if (i < p.n) { acc[i] = elem(f32(acc[i]) + f32(addend[i])); }
-}
-
-// out = a * scalar
-@compute @workgroup_size(WG)
-fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-         @builtin(local_invocation_index) lid: u32) {
-    let i = index(wg, nwg, lid);
-    if (i < p.n) { out2[i] = elem(f32(a[i]) * p.scalar); }
-}
-
-// acc *= scalar
-@compute @workgroup_size(WG)
-fn scale_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let i = index(wg, nwg, lid);
-    if (i < p.n) { acc[i] = elem(f32(acc[i]) * p.scalar); }
 }
 
 // out = a

@@ -1,8 +1,6 @@
 // Reductions that always add in the same order (no atomics), so the same
 // inputs give the same bits on every run:
 //   col_sum     out[j] (+)= Σ_i x[i, j]   two stages: row chunks → partials → out
-//   row_sum     out[i]   = Σ_j x[i, j]    one workgroup per row, or one thread
-//                                         per row when rows are narrow
 //   sum_squares out[0]   = Σ_t Σ_i x_t[i]² stage 1 per tensor into fixed slots of
 //                                         a partials buffer, stage 2 one workgroup
 // Tree reductions need WG to be a power of two (the Rust side uses 256).
@@ -103,54 +101,6 @@ fn col_sum_final(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         s = s + src[c * cp.cols + j];
     }
     store(j, s, cp.accumulate);
-}
-
-// ---------------------------------------------------------------- row_sum
-
-struct RowParams {
-    rows: u32,
-    cols: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> rp: RowParams;
-
-// One workgroup per row: thread l sums columns l, l + WG, ... in order, then
-// the workgroup adds the WG partial sums in a fixed tree.
-@compute @workgroup_size(WG)
-fn row_sum_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= rp.rows) {
-        return; // uniform across the workgroup
-    }
-    let base = row * rp.cols;
-    var s = 0.0;
-    for (var j = lid; j < rp.cols; j = j + WG) {
-        s = s + src[base + j];
-    }
-    red[lid] = s;
-    let total = tree_sum(lid);
-    if (lid == 0u) {
-        dst[row] = total;
-    }
-}
-
-// Narrow rows (few columns): one thread per row adds its columns in order.
-@compute @workgroup_size(WG)
-fn row_sum_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let row = (wg.x + wg.y * nwg.x) * WG + lid;
-    if (row >= rp.rows) {
-        return;
-    }
-    let base = row * rp.cols;
-    var s = 0.0;
-    for (var j = 0u; j < rp.cols; j = j + 1u) {
-        s = s + src[base + j];
-    }
-    dst[row] = s;
 }
 
 // ------------------------------------------------------------ sum_squares

@@ -32,7 +32,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Pretrain a GPT (causal language modelling).
+    /// Pretrain a model: GPT-2 (causal LM), BERT (masked LM), ViT (image classification) or CLIP (image–text).
     Train(Box<TrainArgs>),
     /// Generate text from a checkpoint.
     Sample(SampleArgs),
@@ -348,10 +348,11 @@ fn default_run() -> Result<()> {
 
 fn print_summary(s: &kiln::train::run::RunSummary) {
     println!(
-        "\nkiln: {} steps in {:.1}s ({:.0} tokens/s); train loss {}, validation loss {}{}",
+        "\nkiln: {} steps in {:.1}s ({:.0} {}/s); train loss {}, validation loss {}{}",
         s.steps,
         s.seconds,
         s.tokens_per_second,
+        s.unit,
         s.final_train_loss.map_or("-".into(), |l| format!("{l:.4}")),
         s.final_val_loss.map_or("-".into(), |l| format!("{l:.4}")),
         s.loss_floor

@@ -837,9 +837,6 @@ pub fn cases(
             let cols = gpu.empty(&[c], DType::F32)?;
             let d = reduce::col_sum(gpu, &x, r, c, &cols, false)?;
             cases.push(case("col_sum", e, 4.0 * (e + f(c)), d, &cols));
-            let rows = gpu.empty(&[r], DType::F32)?;
-            let d = reduce::row_sum(gpu, &x, r, c, &rows)?;
-            cases.push(case("row_sum", e, 4.0 * (e + f(r)), d, &rows));
             let s = gpu.empty(&[1], DType::F32)?;
             let d = reduce::sum_squares(gpu, &[&x], &s)?;
             cases.push(case("sum_squares", 2.0 * e, 4.0 * (e + 1.0), d, &s));

@@ -1,5 +1,5 @@
 //! Elementwise kernels (`shaders/elementwise.wgsl`): add, in-place add,
-//! scale, copy, fill over tensors of any shape, f32 or f16 (all operands of
+//! copy, fill over tensors of any shape, f32 or f16 (all operands of
 //! one call share the element type; arithmetic is f32).
 
 use anyhow::{ensure, Result};
@@ -75,31 +75,6 @@ pub fn add_inplace(gpu: &Gpu, acc: &Tensor, addend: &Tensor) -> Result<Dispatch>
         acc.numel(),
         0.0,
         vec![Arg::ReadWrite(acc), Arg::Read(addend)],
-    )
-}
-
-/// out = a · s
-pub fn scale(gpu: &Gpu, a: &Tensor, s: f32, out: &Tensor) -> Result<Dispatch> {
-    check_float("scale", &[a, out])?;
-    check_same_shape("scale", &[a, out])?;
-    launch(
-        gpu,
-        "scale",
-        a.numel(),
-        s,
-        vec![Arg::Read(a), Arg::ReadWrite(out)],
-    )
-}
-
-/// acc ·= s
-pub fn scale_inplace(gpu: &Gpu, acc: &Tensor, s: f32) -> Result<Dispatch> {
-    check_float("scale_inplace", &[acc])?;
-    launch(
-        gpu,
-        "scale_inplace",
-        acc.numel(),
-        s,
-        vec![Arg::ReadWrite(acc)],
     )
 }
 

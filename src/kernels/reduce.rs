@@ -1,5 +1,5 @@
-//! Reductions (`shaders/reduce.wgsl`): column sums (bias gradients), row
-//! sums, and the sum of squares over many tensors (global gradient norm).
+//! Reductions (`shaders/reduce.wgsl`): column sums (bias gradients) and the
+//! sum of squares over many tensors (global gradient norm).
 //!
 //! Every sum is taken in a fixed order (per-thread loops, then fixed
 //! workgroup trees, then a second pass over partials), never with atomics,
@@ -20,8 +20,6 @@ const CHUNK_ROWS: u32 = 128;
 /// col_sum: at most this many chunks (rows of the partials array); taller
 /// inputs get longer chunks instead.
 const MAX_CHUNKS: u32 = 1024;
-/// row_sum: rows of at most this many columns use one thread per row.
-const NARROW_COLS: u32 = 32;
 /// sum_squares stage 1: each thread covers at least this many elements, and a
 /// tensor gets at most MAX_PARTIALS workgroups (grid-stride loops beyond).
 const ELEMS_PER_THREAD: u32 = 8;
@@ -36,14 +34,6 @@ struct ColParams {
     chunks: u32,
     tiles: u32,
     accumulate: u32,
-    _pad: [u32; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RowParams {
-    rows: u32,
-    cols: u32,
     _pad: [u32; 2],
 }
 
@@ -164,44 +154,6 @@ pub fn col_sum(
         )?
         .keep(partials);
     Ok(vec![first, second])
-}
-
-/// Row sums: `out[i] = Σ_j x[i, j]` over a row-major [rows, cols] view of
-/// `x`; `out` holds `rows` elements. Rows of more than 32 columns get one
-/// workgroup each (strided per-thread sums, then a tree); narrower rows one
-/// thread each (sequential sum).
-pub fn row_sum(
-    gpu: &Gpu,
-    x: &Tensor,
-    rows: usize,
-    cols: usize,
-    out: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    const OP: &str = "row_sum";
-    check_f32(OP, &[x, out])?;
-    let (rows, cols) = check_matrix(OP, x, rows, cols)?;
-    check_numel(OP, "out", out, rows as usize)?;
-    check_distinct(OP, ("out", out), &[("x", x)])?;
-    let p = RowParams {
-        rows,
-        cols,
-        _pad: [0; 2],
-    };
-    let (entry, groups) = if cols <= NARROW_COLS {
-        ("row_sum_narrow", rows.div_ceil(WG))
-    } else {
-        ("row_sum_wide", rows)
-    };
-    let d = gpu.dispatch(
-        &kernel(entry),
-        &[
-            Arg::Uniform(bytemuck::bytes_of(&p)),
-            Arg::Read(x),
-            Arg::ReadWrite(out),
-        ],
-        grid_1d(groups, max_dim(gpu)),
-    )?;
-    Ok(vec![d])
 }
 
 /// Stage-1 workgroups for a tensor of `n` elements in sum_squares.

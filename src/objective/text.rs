@@ -192,9 +192,12 @@ pub fn fill_mask_example(
     let sp = MlmSpecials::from_tokenizer(tok)?;
     let special = tok.special_ids();
     let ids: Vec<u32> = session.prompt_tokens.iter().take(16).copied().collect();
-    let pos = (ids.len() / 2..ids.len())
-        .chain(0..ids.len() / 2)
-        .find(|&i| !special.contains(&ids[i]))
+    // Mask a word (letters), not punctuation, from the middle on if possible.
+    let word = |i: usize| tok.decode(&ids[i..i + 1]).chars().any(char::is_alphabetic);
+    let order = || (ids.len() / 2..ids.len()).chain(0..ids.len() / 2);
+    let pos = order()
+        .find(|&i| !special.contains(&ids[i]) && word(i))
+        .or_else(|| order().find(|&i| !special.contains(&ids[i])))
         .ok_or_else(|| anyhow::anyhow!("no token to mask in the validation text"))?;
     let truth = tok.decode(&ids[pos..pos + 1]);
     let mut q = ids.clone();

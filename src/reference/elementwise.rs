@@ -6,7 +6,3 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
         .map(|(x, y)| (*x as f64 + *y as f64) as f32)
         .collect()
 }
-
-pub fn scale(a: &[f32], s: f32) -> Vec<f32> {
-    a.iter().map(|x| (*x as f64 * s as f64) as f32).collect()
-}

@@ -8,14 +8,6 @@ pub fn col_sum(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
-/// out[i] = Σ_j x[i, j] over a row-major [rows, cols] array.
-pub fn row_sum(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(x.len(), rows * cols, "row_sum: x is not [rows, cols]");
-    x.chunks(cols)
-        .map(|row| row.iter().map(|v| *v as f64).sum::<f64>() as f32)
-        .collect()
-}
-
 /// Σ_t Σ_i xs[t][i]², in f64 (the squared global gradient norm).
 pub fn sum_squares(xs: &[&[f32]]) -> f64 {
     xs.iter()

@@ -308,9 +308,6 @@ impl Gpu {
             .features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
-    pub fn has_subgroups(&self) -> bool {
-        self.inner.features.contains(wgpu::Features::SUBGROUP)
-    }
     pub fn is_cpu(&self) -> bool {
         self.inner.info.device_type == wgpu::DeviceType::Cpu
     }

@@ -186,7 +186,7 @@ impl RunConfig {
                 c.model.patch_size = if cpu_adapter { 7 } else { 4 };
                 c.train.batch = 64;
                 c.train.seq = 1;
-                c.train.steps = if cpu_adapter { 1500 } else { 10_000 };
+                c.train.steps = if cpu_adapter { 2600 } else { 10_000 };
                 c.train.eval_every = if cpu_adapter { 500 } else { 1000 };
                 c.train.eval_batches = 16;
                 c.train.sample_tokens = 0;

@@ -56,6 +56,8 @@ pub struct RunSummary {
     /// rate, the unigram baseline of masked tokens.
     pub loss_floor: Option<(f64, String)>,
     pub tokens_per_second: f64,
+    /// What `tokens_per_second` counts: tokens, images or pairs.
+    pub unit: &'static str,
     pub seconds: f64,
     /// What the run measured or produced after training: a text sample, a
     /// fill-mask example, test accuracy and its confusion matrix, zero-shot
@@ -74,6 +76,7 @@ struct Progress {
     quiet: bool,
     tty: bool,
     total: u64,
+    unit: &'static str,
 }
 
 impl Progress {
@@ -98,8 +101,8 @@ impl Progress {
                 .map(|(n, m)| format!(" {n} {m:.3}"))
                 .collect::<String>();
         let line = format!(
-            "[{bar}] step {}/{} loss {:.4}{val} | {:.0} tok/s | lr {:.2e} | eta {:.0}s",
-            s.step, self.total, s.loss, tokens_per_s, s.lr, eta
+            "[{bar}] step {}/{} loss {:.4}{val} | {:.0} {}/s | lr {:.2e} | eta {:.0}s",
+            s.step, self.total, s.loss, tokens_per_s, self.unit, s.lr, eta
         );
         if self.tty {
             print!("\r{line}\x1b[K");
@@ -238,6 +241,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         quiet: opts.quiet,
         tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         total: t.steps,
+        unit: session.item_unit(),
     };
     let started = Instant::now();
     let start_step = state.step;
@@ -470,6 +474,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         final_val_loss: last_val,
         loss_floor: floor,
         tokens_per_second: run_tokens as f64 / seconds.max(1e-9),
+        unit: session.item_unit(),
         seconds,
         sample,
         sample_title,

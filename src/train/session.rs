@@ -144,6 +144,16 @@ impl Session {
     }
 
     /// Tokens (or examples) per optimizer step.
+    /// What `tokens_per_step` counts, for progress lines: tokens, images
+    /// or image–text pairs.
+    pub fn item_unit(&self) -> &'static str {
+        match self.cfg.model.arch.as_str() {
+            "vit" => "images",
+            "clip" => "pairs",
+            _ => "tokens",
+        }
+    }
+
     pub fn tokens_per_step(&self) -> u64 {
         self.data.items_per_batch() * self.cfg.train.grad_accum as u64
     }
