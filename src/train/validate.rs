@@ -90,9 +90,9 @@ impl RunConfig {
         );
         // A transformer layer holds about 12·n_embd² parameters: refuse
         // sizes no machine could train before anything is built.
-        let per_layer = 12 * (m.n_embd as u128).pow(2);
+        let per_layer = (m.n_embd as u128).saturating_pow(2).saturating_mul(12);
         ensure!(
-            (m.n_layer as u128) * per_layer <= crate::model::MAX_PARAMS as u128,
+            (m.n_layer as u128).saturating_mul(per_layer) <= crate::model::MAX_PARAMS as u128,
             "--layers {} × --embd {} is more than {} parameters, beyond what Kiln can train; \
              use fewer --layers or a smaller --embd",
             m.n_layer,
