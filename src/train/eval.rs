@@ -8,7 +8,6 @@ use anyhow::{ensure, Result};
 use crate::data::{Batch, InputSpec};
 use crate::graph::exec::{Executor, TensorMap};
 use crate::graph::{AttentionImpl, TensorId};
-use crate::io::checkpoint::TensorData;
 use crate::model::{self, BuildOptions, Model};
 use crate::runtime::{DType, Gpu};
 
@@ -102,13 +101,8 @@ impl Evaluator {
         let per = k + self.metrics.len();
         let results = self.gpu.zeros(&[batches.len() * per], DType::F32)?;
         for (i, b) in prepared.iter().enumerate() {
-            for (name, id) in &self.inputs {
-                let t = self.exec.tensor(*id).expect("inputs are allocated");
-                match &b.tensors[name].data {
-                    TensorData::F32(v) => t.write_f32(&self.gpu, v)?,
-                    TensorData::I32(v) => t.write_i32(&self.gpu, v)?,
-                }
-            }
+            let inputs = self.inputs.iter().map(|(n, id)| (n, id));
+            super::write_batch(&self.gpu, &self.exec, inputs, b)?;
             let mut enc = self
                 .gpu
                 .device()

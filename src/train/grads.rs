@@ -67,13 +67,7 @@ pub async fn grads_pass(
     let inputs = built.inputs.clone();
     let outs = built.outputs.clone();
     let exec = Executor::new(gpu, built.graph, &p)?;
-    for (name, id) in &inputs {
-        let t = exec.tensor(*id).expect("inputs are allocated");
-        match &batch.tensors[name].data {
-            crate::io::checkpoint::TensorData::F32(v) => t.write_f32(gpu, v)?,
-            crate::io::checkpoint::TensorData::I32(v) => t.write_i32(gpu, v)?,
-        }
-    }
+    super::write_batch(gpu, &exec, &inputs, &batch)?;
     exec.run();
     let mut loss = 0.0f64;
     for (_, l, w) in &outs.losses {

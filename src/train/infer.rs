@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 
 use crate::data::{Batch, InputSpec};
 use crate::graph::exec::{Executor, TensorMap};
 use crate::graph::{AttentionImpl, TensorId};
-use crate::io::checkpoint::TensorData;
 use crate::model::{self, BuildOptions, Model};
 use crate::runtime::Gpu;
 
@@ -70,16 +69,8 @@ impl Inference {
         let mut b = batch.clone();
         self.model.prepare_batch(&mut b)?;
         b.check_layout(&self.layout)?;
-        for (name, id) in &self.inputs {
-            let t = self
-                .exec
-                .tensor(*id)
-                .ok_or_else(|| anyhow!("input {name} is not allocated"))?;
-            match &b.tensors[name].data {
-                TensorData::F32(v) => t.write_f32(&self.gpu, v)?,
-                TensorData::I32(v) => t.write_i32(&self.gpu, v)?,
-            }
-        }
+        let inputs = self.inputs.iter().map(|(n, id)| (n, id));
+        super::write_batch(&self.gpu, &self.exec, inputs, &b)?;
         self.exec.run();
         let mut out = Outputs::new();
         for (name, id) in &self.outputs {

@@ -27,3 +27,38 @@ pub use eval::{EvalStats, Evaluator};
 pub use optimizer::{AdamW, OptimizerConfig};
 pub use session::Session;
 pub use trainer::{PendingStats, StepStats, Trainer, TrainerOptions};
+
+/// Writes a host tensor into a GPU tensor of the same shape and type.
+pub(crate) fn write_tensor(
+    gpu: &crate::runtime::Gpu,
+    t: &crate::runtime::Tensor,
+    data: &crate::io::checkpoint::TensorData,
+) -> anyhow::Result<()> {
+    use crate::io::checkpoint::TensorData;
+    match data {
+        TensorData::F32(v) => t.write_f32(gpu, v),
+        TensorData::I32(v) => t.write_i32(gpu, v),
+    }
+}
+
+/// Writes `batch`'s tensors into the executor's graph inputs (name → id);
+/// the batch was checked against the graph's layout.
+pub(crate) fn write_batch<'a>(
+    gpu: &crate::runtime::Gpu,
+    exec: &crate::graph::exec::Executor,
+    inputs: impl IntoIterator<Item = (&'a String, &'a crate::graph::TensorId)>,
+    batch: &crate::data::Batch,
+) -> anyhow::Result<()> {
+    for (name, id) in inputs {
+        let t = exec
+            .tensor(*id)
+            .ok_or_else(|| anyhow::anyhow!("graph input {name} is not allocated"))?;
+        let data = &batch
+            .tensors
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("the batch has no {name}"))?
+            .data;
+        write_tensor(gpu, t, data)?;
+    }
+    Ok(())
+}

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use crate::data::Batch;
 use crate::graph::exec::{Executor, TensorMap};
 use crate::graph::AttentionImpl;
-use crate::io::checkpoint::TensorData;
 use crate::kernels::guard::{guard_uniform, nonfinite_guard, STATE_WORDS};
 use crate::model::{BuildOptions, Model};
 use crate::runtime::{DType, Dispatch, Gpu, Tensor};
@@ -164,13 +163,7 @@ pub async fn locate_nonfinite(
     let exec = Executor::new(gpu, built.graph, params)?;
     let mut sumsq = 0f64;
     for (m, b) in prepared.iter().enumerate() {
-        for (name, id) in &inputs {
-            let t = exec.tensor(*id).expect("inputs are allocated");
-            match &b.tensors[name].data {
-                TensorData::F32(v) => t.write_f32(gpu, v)?,
-                TensorData::I32(v) => t.write_i32(gpu, v)?,
-            }
-        }
+        super::write_batch(gpu, &exec, &inputs, b)?;
         for (i, (step, dispatches)) in exec
             .graph
             .steps

@@ -14,7 +14,6 @@ use super::optimizer::{AdamW, OptimizerConfig};
 use crate::data::{Batch, InputSpec};
 use crate::graph::exec::{Executor, TensorMap};
 use crate::graph::{AttentionImpl, TensorId};
-use crate::io::checkpoint::TensorData;
 use crate::model::{self, BuildOptions, Model};
 use crate::runtime::readback::PendingRead;
 use crate::runtime::{DType, Gpu, Tensor};
@@ -138,14 +137,6 @@ fn copy_scalar(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, index
         dst.offset() + 4 * index as u64,
         4,
     );
-}
-
-/// Writes a host tensor into a GPU tensor of the same shape and type.
-fn write_input(gpu: &Gpu, t: &Tensor, data: &TensorData) -> Result<()> {
-    match data {
-        TensorData::F32(v) => t.write_f32(gpu, v),
-        TensorData::I32(v) => t.write_i32(gpu, v),
-    }
 }
 
 impl Trainer {
@@ -290,7 +281,7 @@ impl Trainer {
         for (b, staged) in micro.iter().zip(&self.staged) {
             let b = self.prepared(b)?;
             for ((stage, _), t) in staged.iter().zip(b.tensors.values()) {
-                write_input(&self.gpu, stage, &t.data)?;
+                super::write_tensor(&self.gpu, stage, &t.data)?;
             }
         }
         if let Some((_, stages)) = &self.rng {
