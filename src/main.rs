@@ -702,16 +702,7 @@ fn zero_shot(a: ZeroShotArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!(
-            "zero-shot top-1 {:.4} on {} test images (held-out prompts, ensembled); each template alone: {}",
-            r.top1,
-            r.images,
-            r.per_template
-                .iter()
-                .map(|x| format!("{x:.3}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        println!("{}", r.summary());
     }
     Ok(())
 }

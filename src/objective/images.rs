@@ -301,6 +301,23 @@ pub struct ZeroShotResult {
     pub images: usize,
 }
 
+impl ZeroShotResult {
+    /// One line: the ensembled top-1 and each template's.
+    pub fn summary(&self) -> String {
+        let each: Vec<String> = self
+            .per_template
+            .iter()
+            .map(|x| format!("{x:.3}"))
+            .collect();
+        format!(
+            "zero-shot top-1 {:.4} on {} test images (held-out prompts, ensembled; each template alone: {})",
+            self.top1,
+            self.images,
+            each.join(", ")
+        )
+    }
+}
+
 fn normalise_rows(v: &mut [f32], n: usize) {
     for r in v.chunks_mut(n) {
         let norm = r

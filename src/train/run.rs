@@ -438,17 +438,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                     attention,
                 ))?;
                 sample_title = "zero-shot";
-                sample = format!(
-                    "zero-shot top-1 {:.4} on {} test images (held-out prompts, ensembled; \
-                     each template alone: {})",
-                    res.top1,
-                    res.images,
-                    res.per_template
-                        .iter()
-                        .map(|x| format!("{x:.3}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                sample = res.summary();
                 results.insert("zero_shot_top1".into(), json!(res.top1));
                 results.insert("zero_shot".into(), serde_json::to_value(&res)?);
             }
