@@ -14,6 +14,9 @@
 //!   image classification (ViT) and PNG input; [`captions`]: image–caption
 //!   pairs and zero-shot prompts (CLIP). Batches use Hugging Face's forward
 //!   argument names and depend only on `(seed, index)`.
+//! - [`smiles`]: a SMILES reader (atoms, bonds, ring flags); [`molecules`]:
+//!   molecule files with labels, atom/bond feature ids and packed graph
+//!   batches (GIN).
 
 pub mod batch;
 pub mod captions;
@@ -22,6 +25,8 @@ pub mod hf_tokenizer;
 pub mod images;
 pub mod loader;
 pub mod mlm;
+pub mod molecules;
+pub mod smiles;
 pub mod source;
 pub mod tokenizer;
 
