@@ -83,8 +83,17 @@ struct TrainArgs {
     /// vit (image classification, Fashion-MNIST) or clip (image–text
     /// contrastive, Fashion-MNIST with generated captions). Each has its own
     /// defaults for everything else.
-    #[arg(long, alias = "objective")]
+    #[arg(long)]
     model: Option<String>,
+    /// gin: attr-mask (self-supervised pretraining, the default) or
+    /// regression (the data's numeric label columns).
+    #[arg(long)]
+    objective: Option<String>,
+    /// Start from the weights of this run or model directory (fine-tuning):
+    /// every parameter it shares with the new model by name is loaded (shapes
+    /// must agree), the others (a new head) are initialised as usual.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// Image models: the side of a patch in pixels.
     #[arg(long)]
     patch: Option<usize>,
@@ -378,6 +387,15 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
 
 fn train(a: TrainArgs) -> Result<()> {
     let gpu = open_gpu()?;
+    // `--objective bert` is accepted for `--model bert` (an older spelling).
+    let mut a = a;
+    if a.model.is_none()
+        && a.objective
+            .as_deref()
+            .is_some_and(|o| kiln::model::ARCHITECTURES.contains(&o) || o == "gpt")
+    {
+        a.model = a.objective.take();
+    }
     let arch = match a.model.as_deref() {
         Some("gpt") | None => "gpt2",
         Some(m) => m,
@@ -421,6 +439,19 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.data.is_some() {
         c.data.path = a.data.clone();
         given.insert("data.path".into());
+    }
+    if let Some(o) = &a.objective {
+        c.model.objective = Some(o.clone());
+        given.insert("model.objective".into());
+        // A regression is tested on a fixed held-out 20% (Hu et al.'s
+        // scaffold-free setting), unless told otherwise.
+        if o == "regression" && a.val_fraction.is_none() && a.config.is_none() {
+            c.data.val_fraction = 0.2;
+        }
+    }
+    if a.init_from.is_some() {
+        c.train.init_from = a.init_from.clone();
+        given.insert("train.init_from".into());
     }
     if a.steps.is_some() || a.config.is_none() {
         c.optimizer.decay_steps = c.train.steps;

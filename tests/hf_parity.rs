@@ -3,6 +3,8 @@
 //! `save_pretrained` (written by `scripts/hf_reference.py`) plus
 //! `reference.safetensors` with a batch, the loss, the outputs and every
 //! gradient computed by PyTorch in float64, and the losses of 10 AdamW steps.
+//! The GIN cases (`tests/fixtures/gin/`, `scripts/gin_reference.py`) come
+//! from an independent PyTorch implementation written out in that script.
 //! Kiln loads the checkpoint as a user would (`config.json` picks the model),
 //! runs one forward and backward pass on the batch, then trains 10 steps.
 //!
@@ -32,10 +34,12 @@ fn gpu() -> &'static Gpu {
     })
 }
 
+/// A fixture of `scripts/hf_reference.py` (tests/fixtures/hf) or of
+/// `scripts/gin_reference.py` (tests/fixtures/gin).
 fn case_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(name)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let family = if name.starts_with("gin") { "gin" } else { "hf" };
+    root.join(family).join(name)
 }
 
 struct Reference {
@@ -211,4 +215,13 @@ fn vit_for_image_classification_matches_on_grey_and_rgb_images() {
 fn clip_model_matches_with_padding_and_eos_pooling() {
     check_case("clip_small", AttentionImpl::Fused);
     check_case("clip_rgb", AttentionImpl::Unfused);
+}
+
+#[test]
+fn gin_matches_an_independent_pytorch_implementation() {
+    // Attribute masking (3 layers, a masked element id, unused node and
+    // edge slots) and regression (2 targets, mean pooling, an empty graph
+    // slot); scripts/gin_reference.py computes both in float64.
+    check_case("gin_mask", AttentionImpl::Unfused);
+    check_case("gin_regression", AttentionImpl::Unfused);
 }

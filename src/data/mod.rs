@@ -16,7 +16,8 @@
 //!   argument names and depend only on `(seed, index)`.
 //! - [`smiles`]: a SMILES reader (atoms, bonds, ring flags); [`molecules`]:
 //!   molecule files with labels, atom/bond feature ids and packed graph
-//!   batches (GIN).
+//!   batches (GIN); [`molgraph`]: packed molecule batches for attribute
+//!   masking and regression.
 
 pub mod batch;
 pub mod captions;
@@ -26,6 +27,7 @@ pub mod images;
 pub mod loader;
 pub mod mlm;
 pub mod molecules;
+pub mod molgraph;
 pub mod smiles;
 pub mod source;
 pub mod tokenizer;

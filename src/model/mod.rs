@@ -9,6 +9,7 @@
 
 pub mod bert;
 pub mod clip;
+pub mod gin;
 pub mod gpt2;
 pub mod transformer;
 pub mod vb;
@@ -114,6 +115,13 @@ pub trait Model: Debug + Send + Sync {
         Ok(())
     }
 
+    /// Whether every input's first dimension is the batch (examples): true
+    /// for sequence and image models; a graph model's inputs have node,
+    /// edge and graph dimensions, which its `prepare_batch` checks.
+    fn inputs_share_batch_dim(&self) -> bool {
+        true
+    }
+
     /// The longest sequence the model takes, for text generation (`None`:
     /// the model does not generate text).
     fn context_length(&self) -> Option<usize> {
@@ -139,16 +147,18 @@ pub fn from_config_json(v: &serde_json::Value) -> Result<Arc<dyn Model>> {
         "bert" => Ok(Arc::new(bert::Bert::from_config_json(v)?)),
         "vit" => Ok(Arc::new(vit::Vit::from_config_json(v)?)),
         "clip" => Ok(Arc::new(clip::Clip::from_config_json(v)?)),
+        "gin" => Ok(Arc::new(gin::Gin::from_config_json(v)?)),
         other => bail!(
             "config.json describes a {other:?} model; Kiln knows gpt2 (GPT2LMHeadModel), \
-             bert (BertForMaskedLM), vit (ViTForImageClassification) and clip (CLIPModel)"
+             bert (BertForMaskedLM), vit (ViTForImageClassification), clip (CLIPModel) and gin \
+             (a graph isomorphism network)"
         ),
     }
 }
 
 /// The sizes a run configuration gives a model (`[model]` in run.toml),
 /// and what the data decides (vocabulary, special ids, image size, classes).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelDims {
     pub n_layer: usize,
     pub n_head: usize,
@@ -166,6 +176,9 @@ pub struct ModelDims {
     pub pad: Option<i64>,
     /// The joint embedding size (CLIP); `n_embd` when unset.
     pub projection_dim: Option<usize>,
+    /// Graph models: the feature vocabularies, task and targets (the sizes
+    /// `hidden_size`/`num_layers` come from `n_embd`/`n_layer`).
+    pub graph: Option<gin::GinConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,10 +189,10 @@ pub struct ImageDims {
 }
 
 /// The architectures [`for_run`] builds.
-pub const ARCHITECTURES: [&str; 4] = ["gpt2", "bert", "vit", "clip"];
+pub const ARCHITECTURES: [&str; 5] = ["gpt2", "bert", "vit", "clip", "gin"];
 
-/// A freshly configured model of architecture `arch` (gpt2, bert, vit or
-/// clip) and these sizes, with each architecture's defaults for the rest.
+/// A freshly configured model of architecture `arch` (gpt2, bert, vit,
+/// clip or gin) and these sizes, with each architecture's defaults for the rest.
 pub fn for_run(arch: &str, d: &ModelDims) -> Result<Arc<dyn Model>> {
     let image = || {
         d.image
@@ -251,6 +264,14 @@ pub fn for_run(arch: &str, d: &ModelDims) -> Result<Arc<dyn Model>> {
                 logit_scale_init_value: 2.6592,
                 initializer_factor: 1.0,
             })?))
+        }
+        "gin" => {
+            let mut c = d.graph.clone().ok_or_else(|| {
+                anyhow!("model \"gin\" needs the feature vocabularies of its data")
+            })?;
+            c.hidden_size = d.n_embd;
+            c.num_layers = d.n_layer;
+            Ok(Arc::new(gin::Gin::new(c)?))
         }
         other => bail!(
             "model {other:?} is not available; Kiln trains {}",

@@ -6,9 +6,12 @@
 //! - `bert`: masked language modelling on a text (15% of tokens, 80/10/10);
 //! - `vit`: supervised classification of Fashion-MNIST images;
 //! - `clip`: contrastive pretraining on Fashion-MNIST images paired with
-//!   generated captions, zero-shot classification by held-out prompts.
+//!   generated captions, zero-shot classification by held-out prompts;
+//! - `gin`: attribute masking on molecules (self-supervised), or regression
+//!   of a molecular property (`--objective regression`).
 
 pub mod images;
+pub mod molecules;
 pub mod text;
 
 use std::path::{Path, PathBuf};
@@ -56,14 +59,16 @@ pub enum Report {
     Classes(images::ClassReport),
     /// Zero-shot top-1 on the test set with held-out prompts.
     ZeroShot(images::ZeroShotReport),
+    /// Test-set mean absolute error in the target's units.
+    Regression(Box<molecules::RegressionReport>),
 }
 
 /// The architecture a run trains (`model.arch`), checked.
 pub fn arch(cfg: &RunConfig) -> Result<&str> {
     let a = cfg.model.arch.as_str();
     match a {
-        "gpt2" | "gpt" | "bert" | "vit" | "clip" => Ok(a),
-        other => bail!("--model {other:?} (model.arch): expected gpt2, bert, vit or clip"),
+        "gpt2" | "gpt" | "bert" | "vit" | "clip" | "gin" => Ok(a),
+        other => bail!("--model {other:?} (model.arch): expected gpt2, bert, vit, clip or gin"),
     }
 }
 
@@ -75,6 +80,10 @@ pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
         "bert" => text::masked_lm(cfg, tok_dir),
         "vit" => images::classification(cfg),
         "clip" => images::contrastive(cfg, tok_dir),
+        "gin" => match molecules::task(cfg)? {
+            "regression" => molecules::regression(cfg),
+            _ => molecules::attr_mask(cfg),
+        },
         _ => unreachable!("checked by arch()"),
     }
 }
@@ -89,6 +98,10 @@ pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
     d.n_positions = m.n_positions.unwrap_or(cfg.train.seq);
     if let Some(im) = &mut d.image {
         im.patch = m.patch_size;
+    }
+    if let Some(gc) = &mut d.graph {
+        gc.hidden_size = m.n_embd;
+        gc.num_layers = m.n_layer;
     }
     crate::model::for_run(arch(cfg)?, &d)
 }

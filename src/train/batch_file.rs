@@ -61,6 +61,7 @@ fn check_batch(tensors: Vec<NamedTensor>, model: &dyn Model) -> Result<Batch> {
             t.shape
         );
         match rows {
+            _ if !model.inputs_share_batch_dim() => {}
             None => rows = Some((t.shape[0], t.name.clone())),
             Some((b, ref first)) if b != t.shape[0] => bail!(
                 "`{}` has {} rows but `{first}` has {b}: every input holds the same batch",

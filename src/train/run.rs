@@ -143,7 +143,13 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         None => {
             let m = objective::build_model(&cfg, &data)?;
             super::validate::check_model_size(m.as_ref())?;
-            let init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
+            let mut init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
+            if let Some(src) = &cfg.train.init_from {
+                let note = init_from_checkpoint(m.as_ref(), &mut init, src)?;
+                if !opts.quiet {
+                    println!("kiln: {note}");
+                }
+            }
             (m, init)
         }
     };
@@ -429,6 +435,19 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                 results.insert("test_accuracy".into(), json!(res.accuracy));
                 results.insert("test".into(), serde_json::to_value(&res)?);
             }
+            (Report::Regression(r), _) => {
+                let res = pollster::block_on(objective::molecules::regression_report(
+                    gpu,
+                    model.clone(),
+                    &session.trainer.params,
+                    r,
+                    attention,
+                ))?;
+                sample_title = "test set";
+                sample = res.summary();
+                results.insert("test_mae".into(), json!(res.mae));
+                results.insert("test".into(), serde_json::to_value(&res)?);
+            }
             (Report::ZeroShot(r), _) => {
                 let res = pollster::block_on(objective::images::zero_shot(
                     gpu,
@@ -472,6 +491,76 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         nan_skipped: state.nan_skipped,
         interrupted,
     })
+}
+
+/// Replaces the freshly initialised parameters `init` of `model` by those a
+/// checkpoint (a run or model directory) holds under the same name: the
+/// start of fine-tuning. A shared name with another shape is an error (the
+/// checkpoint's sizes or vocabulary differ); parameters only the new model
+/// has (a new head) keep their initialisation. Returns a one-line account.
+pub fn init_from_checkpoint(
+    model: &dyn crate::model::Model,
+    init: &mut crate::model::HostParams,
+    src: &Path,
+) -> Result<String> {
+    ensure!(
+        src.exists(),
+        "--init-from {}: no such run or model directory",
+        src.display()
+    );
+    let dir = ckpt_store::resolve(src)?;
+    let (pre, weights) =
+        checkpoint::load_model(&dir).with_context(|| format!("--init-from {}", src.display()))?;
+    let shapes: std::collections::BTreeMap<String, Vec<usize>> =
+        crate::model::param_shapes(model)?.into_iter().collect();
+    let pre_shapes: std::collections::BTreeMap<String, Vec<usize>> =
+        crate::model::param_shapes(pre.as_ref())?
+            .into_iter()
+            .collect();
+    let mut loaded = Vec::new();
+    for (name, data) in init.iter_mut() {
+        let Some(w) = weights.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let (want, have) = (&shapes[name], &pre_shapes[name]);
+        ensure!(
+            want == have,
+            "--init-from {}: {name} is {have:?} in the {} there and {want:?} in this {}: the \
+             checkpoint's sizes or feature vocabulary differ from this run's (use the same \
+             --embd/--layers, and data with the same vocabulary)",
+            src.display(),
+            pre.architecture(),
+            model.architecture()
+        );
+        data.clone_from(&w.1);
+        loaded.push(name.clone());
+    }
+    ensure!(
+        !loaded.is_empty(),
+        "--init-from {}: the {} there shares no parameter with this {} (is it a checkpoint of \
+         the same family?)",
+        src.display(),
+        pre.architecture(),
+        model.architecture()
+    );
+    let fresh: Vec<&str> = init
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !loaded.iter().any(|l| l == n))
+        .collect();
+    let unused = weights.len() - loaded.len();
+    Ok(format!(
+        "initialised {} of {} parameters from {} ({}); new: {}; {unused} of its tensors unused",
+        loaded.len(),
+        init.len(),
+        dir.display(),
+        pre.architecture(),
+        if fresh.is_empty() {
+            "none".to_string()
+        } else {
+            fresh.join(", ")
+        }
+    ))
 }
 
 /// The sample printed after training: a prompt from the start of the

@@ -150,6 +150,7 @@ impl Session {
         match self.cfg.model.arch.as_str() {
             "vit" => "images",
             "clip" => "pairs",
+            "gin" => "molecules",
             _ => "tokens",
         }
     }
