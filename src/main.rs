@@ -94,6 +94,11 @@ struct TrainArgs {
     /// must agree), the others (a new head) are initialised as usual.
     #[arg(long)]
     init_from: Option<PathBuf>,
+    /// Freeze these parameters (no gradient, no optimizer state), by name or
+    /// prefix, comma-separated: `--freeze gnn` trains only a GIN's head (a
+    /// linear probe), `--freeze gnn.layers.0,gnn.atom_embeddings` the first layer and embeddings.
+    #[arg(long, value_delimiter = ',')]
+    freeze: Option<Vec<String>>,
     /// Image models: the side of a patch in pixels.
     #[arg(long)]
     patch: Option<usize>,
@@ -448,6 +453,10 @@ fn train(a: TrainArgs) -> Result<()> {
         if o == "regression" && a.val_fraction.is_none() && a.config.is_none() {
             c.data.val_fraction = 0.2;
         }
+    }
+    if let Some(f) = &a.freeze {
+        c.train.freeze = f.clone();
+        given.insert("train.freeze".into());
     }
     if a.init_from.is_some() {
         c.train.init_from = a.init_from.clone();

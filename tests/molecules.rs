@@ -219,6 +219,35 @@ fn attribute_masking_resumes_bit_exactly_and_fine_tuning_starts_from_it() {
     let mae = results["test_mae"][0].as_f64().unwrap();
     let base = results["test"]["baseline_mae"][0].as_f64().unwrap();
     assert!(mae.is_finite() && mae > 0.0 && base > 0.0, "{results}");
+
+    // A linear probe: the encoder frozen (no gradient, no optimizer
+    // state) stays the pretrained tensors bit for bit; the head trains.
+    let mut probe = ft.clone();
+    probe.train.freeze = vec!["gnn".into()];
+    let out = dir.join("probe");
+    run_training(gpu(), &probe, &opts(&out)).unwrap();
+    let (_, after) = load_model(&out).unwrap();
+    for (name, v) in &after {
+        let before = &init.iter().find(|(n, _)| n == name).unwrap().1;
+        if name.starts_with("gnn.") {
+            assert!(v == before, "frozen {name} changed");
+        } else {
+            assert!(v != before, "{name} did not train");
+        }
+    }
+    let (opt, _) =
+        load_safetensors(&out.join("checkpoints/step-00000006/optimizer.safetensors")).unwrap();
+    assert!(
+        opt.iter().all(|t| !t.name.contains("gnn.")),
+        "frozen parameters have no optimizer state: {:?}",
+        opt.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    let mut bad = ft.clone();
+    bad.train.freeze = vec!["encoder".into()];
+    let e = run_training(gpu(), &bad, &opts(&dir.join("bad-freeze")))
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("--freeze encoder"), "{e:#}");
     let _ = std::fs::remove_dir_all(dir);
 }
 

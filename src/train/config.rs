@@ -109,6 +109,9 @@ pub struct TrainSection {
     /// Start from the parameters of this run or model directory that the
     /// new model shares by name (fine-tuning); the rest are initialised.
     pub init_from: Option<PathBuf>,
+    /// Parameters to freeze (no gradient, no optimizer state), by name or
+    /// name prefix (`gnn` freezes the whole encoder: a linear probe).
+    pub freeze: Vec<String>,
 }
 
 impl Default for TrainSection {
@@ -127,6 +130,7 @@ impl Default for TrainSection {
             keep_checkpoints: 2,
             on_nan: Default::default(),
             init_from: None,
+            freeze: Vec::new(),
         }
     }
 }

@@ -38,6 +38,7 @@ pub const SETTINGS: &[Setting] = &[
     s("model.attention", Some("--attention"), true),
     s("model.patch_size", Some("--patch"), false),
     s("model.projection_dim", None, false),
+    s("model.objective", Some("--objective"), false),
     s("data.path", Some("--data"), false),
     s("data.tokenizer", Some("--tokenizer"), false),
     s("data.bpe_vocab", Some("--bpe-vocab"), false),
@@ -57,6 +58,9 @@ pub const SETTINGS: &[Setting] = &[
     s("train.sample_tokens", Some("--sample-tokens"), true),
     s("train.keep_checkpoints", Some("--keep-checkpoints"), true),
     s("train.on_nan", Some("--on-nan"), true),
+    // Only a new run reads it (a resumed one has its own weights).
+    s("train.init_from", Some("--init-from"), true),
+    s("train.freeze", Some("--freeze"), false),
     s("optimizer.lr", Some("--lr"), true),
     s("optimizer.min_lr", Some("--min-lr"), true),
     s("optimizer.warmup_steps", Some("--warmup"), true),

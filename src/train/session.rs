@@ -38,6 +38,7 @@ impl Session {
         // the pooled positions and the pairs, for instance).
         let mut example = data.train_batch(0)?;
         model.prepare_batch(&mut example)?;
+        let frozen = frozen_names(model.as_ref(), &cfg.train.freeze)?;
         let trainer = Trainer::new(
             gpu,
             model.clone(),
@@ -47,7 +48,7 @@ impl Session {
             &TrainerOptions {
                 grad_accum: cfg.train.grad_accum,
                 attention: cfg.attention_for(gpu)?,
-                frozen: Vec::new(),
+                frozen,
                 seed: cfg.train.seed,
             },
         )?;
@@ -173,4 +174,46 @@ impl Session {
     pub async fn evaluate(&mut self, batches: &[Batch]) -> Result<super::eval::EvalStats> {
         self.trainer.evaluate(batches).await
     }
+}
+
+/// The parameters of `model` that `prefixes` name: a parameter is frozen
+/// when its name is a prefix or begins with one followed by a dot (`gnn`
+/// freezes `gnn.layers.0.mlp.0.weight`, not `gnn2.x`). A prefix that names
+/// nothing, or one that would freeze everything, is an error.
+pub fn frozen_names(model: &dyn Model, prefixes: &[String]) -> Result<Vec<String>> {
+    if prefixes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = crate::model::param_shapes(model)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let hit = |n: &str, p: &str| n == p || n.strip_prefix(p).is_some_and(|r| r.starts_with('.'));
+    for p in prefixes {
+        ensure!(
+            names.iter().any(|n| hit(n, p)),
+            "--freeze {p}: no parameter of this {} is named {p} or starts with {p}. (its \
+             parameters begin with: {})",
+            model.architecture(),
+            {
+                let mut tops: Vec<&str> = names
+                    .iter()
+                    .map(|n| n.split('.').next().unwrap_or(n))
+                    .collect();
+                tops.dedup();
+                tops.join(", ")
+            }
+        );
+    }
+    let frozen: Vec<String> = names
+        .iter()
+        .filter(|n| prefixes.iter().any(|p| hit(n, p)))
+        .cloned()
+        .collect();
+    ensure!(
+        frozen.len() < names.len(),
+        "--freeze {} freezes every parameter: nothing would train",
+        prefixes.join(",")
+    );
+    Ok(frozen)
 }

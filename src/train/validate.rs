@@ -176,6 +176,13 @@ impl RunConfig {
                 m.patch_size
             );
         }
+        if let Some(o) = &m.objective {
+            ensure!(
+                arch == "gin",
+                "--objective {o} (model.objective) chooses a graph model's task; {arch} has one \
+                 objective (drop --objective, or use --model gin)"
+            );
+        }
         ensure!(
             d.label_fraction.is_finite() && d.label_fraction > 0.0 && d.label_fraction <= 1.0,
             "--label-fraction {} (data.label_fraction) must be in (0, 1]",
