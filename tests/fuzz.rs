@@ -416,3 +416,28 @@ fn tokenizer_kind_file() {
     });
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// SMILES and molecule files: random strings over SMILES's alphabet and
+/// random bytes never panic; a molecule that parses has bonds between its
+/// own atoms, and a file's bad lines are counted, never fatal.
+#[test]
+fn smiles_and_molecule_files() {
+    use kiln::data::molecules::parse_molecules;
+    use kiln::data::smiles::parse_smiles;
+    check(2, "[CNOSPFIBrcnos()=#\\[\\]@+\\-0-9%.:/\\\\H]{0,40}", |s| {
+        if let Ok(m) = parse_smiles(&s) {
+            for b in &m.bonds {
+                assert!(b.a < m.atoms.len() && b.b < m.atoms.len() && b.a != b.b);
+            }
+        }
+    });
+    check(1, ".{0,60}", |s| {
+        let _ = parse_smiles(&s);
+    });
+    check(1, "([CNOc1()=,#\"]{0,12}(,[0-9.e\\-]{0,6})?\n){0,8}", |text| {
+        if let Ok(set) = parse_molecules(&text, std::path::Path::new("x.csv"), None, &[]) {
+            assert_eq!(set.mols.len(), set.smiles.len());
+            assert_eq!(set.mols.len(), set.labels.len());
+        }
+    });
+}
