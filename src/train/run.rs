@@ -72,7 +72,6 @@ pub struct RunSummary {
 }
 
 struct Progress {
-    start: Instant,
     quiet: bool,
     tty: bool,
     total: u64,
@@ -80,14 +79,16 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&self, s: &StepStats, tokens_per_s: f64, val: Option<f32>) {
+    /// One progress line; `steps_per_s` is the current rate (see
+    /// [`RateWindow`]), which gives the throughput shown and the ETA.
+    fn show(&self, s: &StepStats, steps_per_s: f64, per_step: u64, val: Option<f32>) {
         if self.quiet {
             return;
         }
         let done = s.step as f64 / self.total.max(1) as f64;
-        let elapsed = self.start.elapsed().as_secs_f64();
-        let eta = if done > 0.0 {
-            elapsed * (1.0 - done) / done
+        let tokens_per_s = steps_per_s * per_step as f64;
+        let eta = if steps_per_s > 0.0 {
+            self.total.saturating_sub(s.step) as f64 / steps_per_s
         } else {
             0.0
         };
@@ -243,7 +244,6 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let end = opts.stop_after.map_or(t.steps, |s| s.min(t.steps));
     let tokens_per_step = session.tokens_per_step();
     let progress = Progress {
-        start: Instant::now(),
         quiet: opts.quiet,
         tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         total: t.steps,
@@ -285,6 +285,9 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         )
     };
 
+    // The progress line's rate: the last few reports, not the run average
+    // that includes shader compilation and evaluations.
+    let rate = std::cell::RefCell::new(RateWindow::default());
     let report = |p: PendingStats,
                   trainer: &Trainer,
                   val: Option<f32>,
@@ -293,10 +296,13 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         let s = pollster::block_on(p.get(trainer.gpu()))?;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let tps = (s.step - start_step) as f64 * tokens_per_step as f64 / secs;
-        progress.show(&s, tps, val);
+        let now = rate.borrow_mut().push(s.step, secs);
+        let now = now.unwrap_or((s.step - start_step) as f64 / secs);
+        progress.show(&s, now, tokens_per_step, val);
         let mut row = json!({
             "step": s.step, "train_loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr,
-            "tokens_per_s": tps, "elapsed_s": secs,
+            "tokens_per_s": tps, "tokens_per_s_now": now * tokens_per_step as f64,
+            "elapsed_s": secs,
         });
         for (name, v) in &s.metrics {
             row[format!("train_{name}")] = json!(v);
@@ -491,6 +497,27 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         nan_skipped: state.nan_skipped,
         interrupted,
     })
+}
+
+/// Steps per second over the last [`RateWindow::LEN`] reports.
+#[derive(Default)]
+struct RateWindow {
+    points: std::collections::VecDeque<(u64, f64)>,
+}
+
+impl RateWindow {
+    const LEN: usize = 10;
+
+    /// Adds (step, seconds) and returns the rate over the window (`None`
+    /// until it spans two reports).
+    fn push(&mut self, step: u64, secs: f64) -> Option<f64> {
+        self.points.push_back((step, secs));
+        if self.points.len() > Self::LEN {
+            self.points.pop_front();
+        }
+        let (&(s0, t0), &(s1, t1)) = (self.points.front()?, self.points.back()?);
+        (s1 > s0 && t1 > t0).then(|| (s1 - s0) as f64 / (t1 - t0))
+    }
 }
 
 /// Replaces the freshly initialised parameters `init` of `model` by those a
