@@ -434,10 +434,14 @@ fn smiles_and_molecule_files() {
     check(1, ".{0,60}", |s| {
         let _ = parse_smiles(&s);
     });
-    check(1, "([CNOc1()=,#\"]{0,12}(,[0-9.e\\-]{0,6})?\n){0,8}", |text| {
-        if let Ok(set) = parse_molecules(&text, std::path::Path::new("x.csv"), None, &[]) {
-            assert_eq!(set.mols.len(), set.smiles.len());
-            assert_eq!(set.mols.len(), set.labels.len());
-        }
-    });
+    check(
+        1,
+        "([CNOc1()=,#\"]{0,12}(,[0-9.e\\-]{0,6})?\n){0,8}",
+        |text| {
+            if let Ok(set) = parse_molecules(&text, std::path::Path::new("x.csv"), None, &[]) {
+                assert_eq!(set.mols.len(), set.smiles.len());
+                assert_eq!(set.mols.len(), set.labels.len());
+            }
+        },
+    );
 }
