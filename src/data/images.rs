@@ -414,11 +414,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<IdxDataset> {
 /// A seeded permutation of `0..n` for epoch `epoch` (Fisher–Yates).
 pub fn epoch_permutation(seed: u64, epoch: u64, n: usize) -> Vec<u32> {
     let mut p: Vec<u32> = (0..n as u32).collect();
-    let mut rng = Rng::new(derive_seed(seed, TAG_EPOCH, epoch));
-    for i in (1..n).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
-        p.swap(i, j);
-    }
+    Rng::new(derive_seed(seed, TAG_EPOCH, epoch)).shuffle(&mut p);
     p
 }
 

@@ -26,8 +26,7 @@ use super::molecules::{
 };
 use super::smiles::Molecule;
 use super::DataSource;
-use crate::model::gin::{ATOM_FEATURES, EDGES_PER_NODE};
-use crate::runtime::DType;
+use crate::model::gin::{input_specs, ATOM_FEATURES, EDGES_PER_NODE};
 use crate::util::Rng;
 
 /// Fraction of each molecule's atoms masked for attribute masking.
@@ -156,10 +155,7 @@ impl MoleculeGraphs {
         loop {
             if e == epochs.len() {
                 let mut order = self.train.clone();
-                let mut rng = Rng::new(derive_seed(self.seed, TAG_ORDER, e as u64));
-                for i in (1..order.len()).rev() {
-                    order.swap(i, rng.below(i as u64 + 1) as usize);
-                }
+                Rng::new(derive_seed(self.seed, TAG_ORDER, e as u64)).shuffle(&mut order);
                 let b = self.boundaries(&order);
                 epochs.push((order, b));
             }
@@ -189,9 +185,8 @@ impl MoleculeGraphs {
         if self.task == GraphTask::AttrMask {
             let mut labels = vec![IGNORE; n_cap];
             let mut masked = vec![false; n];
-            for (gi, w) in p.node_offsets.windows(2).enumerate() {
+            for w in p.node_offsets.windows(2) {
                 let (lo, hi) = (w[0] as usize, w[1] as usize);
-                let _ = gi;
                 let mut atoms: Vec<usize> = (lo..hi).collect();
                 let k = ((ATOM_MASK_FRACTION * atoms.len() as f64).round() as usize)
                     .clamp(1, atoms.len().max(1));
@@ -289,26 +284,11 @@ fn edges_of(m: &Molecule) -> usize {
 impl DataSource for MoleculeGraphs {
     fn layout(&self) -> Vec<InputSpec> {
         let (n, e) = self.caps();
-        let g = self.graphs;
-        let mut v: Vec<InputSpec> = ATOM_FEATURES
-            .iter()
-            .map(|f| InputSpec::new(&format!("atom_{f}"), &[n], DType::I32))
-            .collect();
-        for name in ["edge_src", "edge_dst", "bond_type", "bond_in_ring"] {
-            v.push(InputSpec::new(name, &[e], DType::I32));
-        }
-        v.push(InputSpec::new("node_graph", &[n], DType::I32));
-        v.push(InputSpec::new("graph_weight", &[g], DType::F32));
-        match &self.task {
-            GraphTask::AttrMask => v.push(InputSpec::new("atom_labels", &[n], DType::I32)),
-            GraphTask::Regression { targets } => {
-                let l = targets.first().map_or(1, Vec::len);
-                v.push(InputSpec::new("labels", &[g, l], DType::F32));
-                v.push(InputSpec::new("label_weight", &[g], DType::F32));
-            }
-        }
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        let labels = match &self.task {
+            GraphTask::AttrMask => None,
+            GraphTask::Regression { targets } => Some(targets.first().map_or(1, Vec::len)),
+        };
+        input_specs(n, e, self.graphs, labels)
     }
 
     fn train_batch(&self, index: u64) -> Result<Batch> {

@@ -50,6 +50,30 @@ pub const BOND_FEATURES: [&str; 2] = ["type", "in_ring"];
 /// either budget is exceeded.
 pub const EDGES_PER_NODE: usize = 3;
 
+/// The inputs of a batch of `n` node, `e` edge and `g` graph slots, in
+/// name order (as a [`Batch`] lists them); `labels`: the regression targets
+/// per graph, `None` for attribute masking.
+pub fn input_specs(n: usize, e: usize, g: usize, labels: Option<usize>) -> Vec<InputSpec> {
+    let mut v: Vec<InputSpec> = ATOM_FEATURES
+        .iter()
+        .map(|f| InputSpec::new(&format!("atom_{f}"), &[n], DType::I32))
+        .collect();
+    for name in ["edge_src", "edge_dst", "bond_type", "bond_in_ring"] {
+        v.push(InputSpec::new(name, &[e], DType::I32));
+    }
+    v.push(InputSpec::new("node_graph", &[n], DType::I32));
+    v.push(InputSpec::new("graph_weight", &[g], DType::F32));
+    match labels {
+        None => v.push(InputSpec::new("atom_labels", &[n], DType::I32)),
+        Some(l) => {
+            v.push(InputSpec::new("labels", &[g, l], DType::F32));
+            v.push(InputSpec::new("label_weight", &[g], DType::F32));
+        }
+    }
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
 /// `config.json` of a Kiln GIN (`model_type` "gin").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GinConfig {
@@ -275,27 +299,8 @@ impl Model for Gin {
 
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
         let (n, e) = Self::slots(d);
-        let g = d.batch;
-        let mut v: Vec<InputSpec> = ATOM_FEATURES
-            .iter()
-            .map(|f| InputSpec::new(&format!("atom_{f}"), &[n], DType::I32))
-            .collect();
-        for name in ["edge_src", "edge_dst", "bond_type", "bond_in_ring"] {
-            v.push(InputSpec::new(name, &[e], DType::I32));
-        }
-        v.push(InputSpec::new("node_graph", &[n], DType::I32));
-        v.push(InputSpec::new("graph_weight", &[g], DType::F32));
-        if self.cfg.task == "attr_mask" {
-            v.push(InputSpec::new("atom_labels", &[n], DType::I32));
-        } else {
-            v.push(InputSpec::new(
-                "labels",
-                &[g, self.cfg.num_labels],
-                DType::F32,
-            ));
-            v.push(InputSpec::new("label_weight", &[g], DType::F32));
-        }
-        v
+        let labels = (self.cfg.task != "attr_mask").then_some(self.cfg.num_labels);
+        input_specs(n, e, d.batch, labels)
     }
 
     fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {

@@ -110,24 +110,36 @@ pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
 /// fashion-mnist`, `../shared/data/images/fashion-mnist` (beside a checkout),
 /// then Debian's `dataset-fashion-mnist` package.
 pub fn default_image_dir() -> Result<PathBuf> {
-    let mut tried = Vec::new();
+    find_data_dir(
+        "images/fashion-mnist",
+        &["/usr/share/datasets/fashion-mnist"],
+    )
+    .map_err(|tried| {
+        anyhow::anyhow!(
+            "no image data: pass --data with a folder holding Fashion-MNIST's four IDX files \
+             (train-images-idx3-ubyte.gz …); looked in {tried}"
+        )
+    })
+}
+
+/// The first folder that exists of `$KILN_DATA_DIR/<sub>`,
+/// `../shared/data/<sub>` (beside a checkout) and `also`; or the list of
+/// places tried, for the caller's error.
+pub fn find_data_dir(sub: &str, also: &[&str]) -> std::result::Result<PathBuf, String> {
     let mut candidates = Vec::new();
     if let Ok(d) = std::env::var("KILN_DATA_DIR") {
-        candidates.push(Path::new(&d).join("images/fashion-mnist"));
+        candidates.push(Path::new(&d).join(sub));
     }
-    candidates.push(PathBuf::from("../shared/data/images/fashion-mnist"));
-    candidates.push(PathBuf::from("/usr/share/datasets/fashion-mnist"));
-    for c in candidates {
-        if c.is_dir() {
-            return Ok(c);
-        }
-        tried.push(c.display().to_string());
+    candidates.push(Path::new("../shared/data").join(sub));
+    candidates.extend(also.iter().map(PathBuf::from));
+    match candidates.iter().find(|c| c.is_dir()) {
+        Some(c) => Ok(c.clone()),
+        None => Err(candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")),
     }
-    bail!(
-        "no image data: pass --data with a folder holding Fashion-MNIST's four IDX files \
-         (train-images-idx3-ubyte.gz …); looked in {}",
-        tried.join(", ")
-    )
 }
 
 /// An image model's sizes from its data: side, one channel, the patch size.

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use serde::Serialize;
 
 use super::{Prepared, Report};
@@ -40,23 +40,12 @@ const SPLIT_SEED: u64 = 0x4d4f_4c53_504c; // "MOLSPL"
 /// Where molecules are, when no `--data` says: `$KILN_DATA_DIR/molecules`,
 /// then `../shared/data/molecules` (beside a checkout).
 pub fn default_molecule_dir() -> Result<PathBuf> {
-    let mut tried = Vec::new();
-    let mut candidates = Vec::new();
-    if let Ok(d) = std::env::var("KILN_DATA_DIR") {
-        candidates.push(Path::new(&d).join("molecules"));
-    }
-    candidates.push(PathBuf::from("../shared/data/molecules"));
-    for c in candidates {
-        if c.is_dir() {
-            return Ok(c);
-        }
-        tried.push(c.display().to_string());
-    }
-    bail!(
-        "no molecule data: pass --data with a CSV/SMI file of SMILES (or a folder of them); \
-         looked in {}",
-        tried.join(", ")
-    )
+    super::find_data_dir("molecules", &[]).map_err(|tried| {
+        anyhow!(
+            "no molecule data: pass --data with a CSV/SMI file of SMILES (or a folder of them); \
+             looked in {tried}"
+        )
+    })
 }
 
 /// The molecule files of `path`: itself, or a folder's CSV/TSV/SMI files.
@@ -128,10 +117,7 @@ fn read_all(files: &[PathBuf]) -> Result<(MoleculeSet, Vec<String>, DataFingerpr
 /// (train, held-out) indices: a fixed shuffle, the last `fraction` held out.
 fn split(n: usize, fraction: f64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::new(SPLIT_SEED);
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    Rng::new(SPLIT_SEED).shuffle(&mut order);
     let held = ((n as f64) * fraction.clamp(0.0, 0.9)).round() as usize;
     let train = order[..n - held].to_vec();
     (train, order[n - held..].to_vec())
@@ -268,10 +254,7 @@ pub fn regression(cfg: &RunConfig) -> Result<Prepared> {
     let frac = cfg.data.label_fraction;
     if frac < 1.0 {
         let keep = ((train.len() as f64) * frac).round().max(1.0) as usize;
-        let mut rng = Rng::new(crate::data::mlm::derive_seed(cfg.train.seed, 0x4c46, 0));
-        for i in (1..train.len()).rev() {
-            train.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        Rng::new(crate::data::mlm::derive_seed(cfg.train.seed, 0x4c46, 0)).shuffle(&mut train);
         train.truncate(keep);
         train.sort_unstable();
         notes.push(format!(

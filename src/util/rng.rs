@@ -36,6 +36,14 @@ impl Rng {
         lo + (hi - lo) * self.uniform()
     }
 
+    /// Shuffles `v` in place (Fisher–Yates, from the end).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            v.swap(i, j);
+        }
+    }
+
     /// Uniform integer in [0, n).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "below(0)");
