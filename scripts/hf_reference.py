@@ -248,7 +248,124 @@ def clip_case(out_dir, name, seed, layers, heads, head_dim, seq, image, patch, c
     write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
 
 
+def bert_seqcls_case(out_dir, name, seed, labels_n, pad):
+    """BertForSequenceClassification: the pooler (tanh on [CLS]) and a new
+    classifier; one label means regression (MSE on float targets)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    seq, h = 9, 16
+    cfg = BertConfig(
+        vocab_size=41, hidden_size=h, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=2 * h + 3, max_position_embeddings=seq + 4, type_vocab_size=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
+        num_labels=labels_n,
+    )
+    if labels_n == 1:
+        cfg.problem_type = "regression"
+    model = BertForSequenceClassification(cfg)
+    perturb(model)
+    b = 4
+    ids = torch.randint(1, 41, (b, seq))
+    mask = torch.ones(b, seq, dtype=torch.long)
+    for i, p in enumerate(pad):
+        if p:
+            mask[i, seq - p:] = 0
+            ids[i, seq - p:] = 0
+    types = torch.zeros(b, seq, dtype=torch.long)
+    if labels_n == 1:
+        labels = torch.randn(b)
+    else:
+        labels = torch.randint(0, labels_n, (b,))
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+
+    def loss_of(m, bt):
+        return m(**bt).loss
+
+    def outputs_of(m, bt):
+        return {"logits": m(**{k: v for k, v in bt.items() if k != "labels"}).logits}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
+def gpt2_seqcls_case(out_dir, name, seed, labels_n):
+    """GPT2ForSequenceClassification: `score` on the last token that is not
+    padding (pad_token_id set; rows padded on the right)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(seed)
+    pad = 36
+    cfg = GPT2Config(
+        vocab_size=37, n_positions=16, n_embd=24, n_layer=2, n_head=3,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+        pad_token_id=pad, num_labels=labels_n,
+    )
+    model = GPT2ForSequenceClassification(cfg)
+    perturb(model)
+    b, t = 4, 11
+    ids = torch.randint(0, 36, (b, t))
+    for i, n in enumerate([0, 3, 7, 1]):
+        if n:
+            ids[i, t - n:] = pad
+    labels = torch.randint(0, labels_n, (b,))
+    batch = {"input_ids": ids, "labels": labels}
+
+    def loss_of(m, bt):
+        return m(**bt).loss
+
+    def outputs_of(m, bt):
+        return {"logits": m(input_ids=bt["input_ids"]).logits}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n and "wpe" not in n}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
+def distill_case(out_dir, name, seed, alpha, tau):
+    """Knowledge distillation, GPT-2 into a smaller GPT-2: the student's loss
+    (1 - alpha)·CE + alpha·tau²·KL(softmax(t/tau) || softmax(s/tau)), the KL
+    averaged over every position (kl_div(..., reduction="batchmean") on
+    [B·T, V] rows). The teacher is saved in `teacher/`; the fixture's model is
+    the student, its gradients those of the mixed loss."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=37, n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                  bos_token_id=None, eos_token_id=None)
+    teacher = GPT2LMHeadModel(GPT2Config(n_embd=24, n_layer=2, n_head=3, **common))
+    student = GPT2LMHeadModel(GPT2Config(n_embd=12, n_layer=1, n_head=2, **common))
+    perturb(teacher, 0.3)
+    perturb(student)
+    d = os.path.join(out_dir, name)
+    teacher.float().save_pretrained(os.path.join(d, "teacher"), safe_serialization=True)
+    t64 = teacher.double()
+    t64.train(False)
+    b, t = 3, 10
+    ids = torch.randint(0, 37, (b, t))
+    batch = {"input_ids": ids, "labels": ids.clone()}
+    with torch.no_grad():
+        tlogits = t64(input_ids=ids).logits
+
+    def loss_of(m, bt):
+        out = m(input_ids=bt["input_ids"], labels=bt["labels"])
+        s = out.logits.reshape(-1, 37) / tau
+        p = torch.nn.functional.softmax(tlogits.reshape(-1, 37).to(s.dtype) / tau, dim=-1)
+        kl = torch.nn.functional.kl_div(torch.log_softmax(s, -1), p, reduction="batchmean")
+        return (1 - alpha) * out.loss + alpha * tau * tau * kl
+
+    def outputs_of(m, bt):
+        return {"logits": m(input_ids=bt["input_ids"]).logits}
+
+    decay = {n for n, p in student.named_parameters() if p.dim() >= 2 and "wte" not in n and "wpe" not in n}
+    write_case(out_dir, name, student, batch, loss_of, outputs_of, decay,
+               meta={"alpha": alpha, "tau": tau})
+
+
 CASES = {
+    "bert_seqcls": lambda out: bert_seqcls_case(out, "bert_seqcls", 11, 3, [0, 4, 1, 0]),
+    "bert_regress": lambda out: bert_seqcls_case(out, "bert_regress", 12, 1, [2, 0, 0, 5]),
+    "gpt2_seqcls": lambda out: gpt2_seqcls_case(out, "gpt2_seqcls", 13, 4),
+    "distill_gpt2": lambda out: distill_case(out, "distill_gpt2", 14, 0.7, 2.5),
     "gpt2_ninner": lambda out: gpt2_case(out, "gpt2_ninner", 40, 1),
     "gpt2_default": lambda out: gpt2_case(out, "gpt2_default", None, 2),
     # Awkward sizes: odd sequence lengths, padding, head_dim 8-32, 1-3 layers.

@@ -34,6 +34,10 @@ enum Cmd {
     },
     /// Pretrain a model: GPT-2 (causal LM), BERT (masked LM), ViT (image classification) or CLIP (image–text).
     Train(Box<TrainArgs>),
+    /// Fine-tune a pretrained checkpoint (Kiln's or Hugging Face's) on labelled data with a new task head.
+    Finetune(Box<FinetuneArgs>),
+    /// Train a smaller student from a teacher's softened logits (knowledge distillation).
+    Distill(Box<DistillArgs>),
     /// Generate text from a checkpoint.
     Sample(SampleArgs),
     /// Validation loss and perplexity of a checkpoint on a text.
@@ -50,6 +54,64 @@ enum Cmd {
     ZeroShot(ZeroShotArgs),
     /// Print a GPT's graph: ops, shapes, bytes, buffer assignment and the memory plan (no GPU needed).
     Graph(GraphArgs),
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    /// The pretrained checkpoint: a Kiln run or model directory, or a folder
+    /// Hugging Face's save_pretrained wrote (config.json, model.safetensors,
+    /// tokenizer.json). Its architecture, sizes and tokenizer are used.
+    #[arg(long)]
+    from: PathBuf,
+    /// The from-scratch baseline: the checkpoint's architecture, sizes and
+    /// tokenizer with fresh random weights.
+    #[arg(long)]
+    scratch: bool,
+    /// Linear probe: freeze the whole backbone, train the head only.
+    #[arg(long)]
+    linear_probe: bool,
+    /// Freeze the embeddings and the first N layers.
+    #[arg(long)]
+    freeze_layers: Option<usize>,
+    /// The task head's peak learning rate (default: --lr).
+    #[arg(long)]
+    head_lr: Option<f32>,
+    /// Layer-wise learning-rate decay: layer i of L trains at lr·d^(L−i),
+    /// the embeddings at lr·d^(L+1) (e.g. 0.75; 1 = off).
+    #[arg(long)]
+    layer_decay: Option<f32>,
+    /// Stop when the validation accuracy (else loss) has not improved for
+    /// this many evaluations.
+    #[arg(long)]
+    patience: Option<u64>,
+    /// Keep the best evaluation's model in OUT/best and report the test set with it.
+    #[arg(long)]
+    keep_best: bool,
+    /// Labelled text: at most this many training examples per class.
+    #[arg(long)]
+    per_class: Option<usize>,
+    /// Labelled text: the fraction of each class held out for testing (fixed split; default 0.2).
+    #[arg(long)]
+    test_fraction: Option<f64>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Args)]
+struct DistillArgs {
+    /// The teacher: a Kiln run or model directory (GPT-2 or BERT). The
+    /// student uses its tokenizer and, unless --layers/--embd/--heads say
+    /// otherwise, half its layers and width.
+    #[arg(long)]
+    teacher: PathBuf,
+    /// Weight of the teacher's soft term (the labels get 1 − alpha).
+    #[arg(long)]
+    alpha: Option<f32>,
+    /// Softmax temperature of the soft term (its loss is scaled by τ²).
+    #[arg(long)]
+    tau: Option<f32>,
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 #[derive(Args)]
@@ -292,6 +354,8 @@ fn real_main() -> Result<()> {
         None => default_run(),
         Some(Cmd::Devices { json }) => devices(json),
         Some(Cmd::Train(a)) => train(*a),
+        Some(Cmd::Finetune(a)) => finetune(*a),
+        Some(Cmd::Distill(a)) => distill(*a),
         Some(Cmd::Sample(a)) => sample(a),
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Grads(a)) => grads(a),
@@ -391,7 +455,192 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
+    train_with(a, None, |_, _| Ok(()))
+}
+
+/// `kiln finetune`: the checkpoint's architecture with a task head for the
+/// data; fine-tuning defaults, then the flags.
+fn finetune(f: FinetuneArgs) -> Result<()> {
+    let mut a = f.train;
+    ensure!(
+        a.init_from.is_none(),
+        "kiln finetune takes the checkpoint as --from (--init-from is kiln train's spelling)"
+    );
+    ensure!(
+        f.from.exists(),
+        "--from {}: no such run, checkpoint or model directory",
+        f.from.display()
+    );
+    let dir = kiln::io::ckpt_store::resolve(&f.from)?;
+    let pre = kiln::train::checkpoint::load_model_config(&dir)
+        .with_context(|| format!("--from {}", f.from.display()))?;
+    let cfg = pre.config_json();
+    let ty = cfg["model_type"].as_str().unwrap_or("gpt2").to_string();
+    if let Some(m) = &a.model {
+        ensure!(
+            *m == ty || (m == "gpt" && ty == "gpt2"),
+            "--model {m}: the checkpoint in {} is a {ty} model; kiln finetune trains the \
+             checkpoint's architecture (leave out --model)",
+            f.from.display()
+        );
+    }
+    a.model = Some(ty.clone());
+    if a.objective.is_none() {
+        a.objective = match ty.as_str() {
+            "bert" | "gpt2" => Some("classify".into()),
+            "gin" => Some("regression".into()),
+            _ => None,
+        };
+    }
+    a.init_from = Some(f.from.clone());
+    if a.out == std::path::Path::new("runs/gpt") {
+        a.out = PathBuf::from("runs/finetune");
+    }
     let gpu = open_gpu()?;
+    let mut base = RunConfig::default_for_model(&ty, gpu.is_cpu())?;
+    // Fine-tuning: a short run at a small rate, evaluated often, no sample.
+    base.train.steps = 300;
+    base.train.eval_every = 50;
+    base.train.eval_batches = 1000;
+    base.train.checkpoint_every = 0;
+    base.train.sample_tokens = 0;
+    base.optimizer.lr = 1e-4;
+    base.optimizer.min_lr = 1e-5;
+    base.optimizer.warmup_steps = 30;
+    base.optimizer.weight_decay = 0.01;
+    if matches!(ty.as_str(), "bert" | "gpt2") {
+        base.train.batch = 16;
+        let ctx = cfg["max_position_embeddings"]
+            .as_u64()
+            .or(cfg["n_positions"].as_u64())
+            .unwrap_or(128) as usize;
+        base.train.seq = ctx.min(128);
+        base.train.log_every = 10;
+    }
+    base.optimizer.decay_steps = base.train.steps;
+    let mut freeze = Vec::new();
+    if f.linear_probe {
+        freeze.push("backbone".to_string());
+    }
+    if let Some(n) = f.freeze_layers {
+        freeze.push(format!("layers:{n}"));
+    }
+    train_with_gpu(gpu, a, Some(base), move |c, given| {
+        let mut set = |key: &str| {
+            given.insert(key.to_string());
+        };
+        c.train.scratch = f.scratch;
+        set("train.scratch");
+        if !freeze.is_empty() {
+            c.train.freeze.extend(freeze);
+            set("train.freeze");
+        }
+        if let Some(v) = f.head_lr {
+            c.optimizer.head_lr = Some(v);
+            set("optimizer.head_lr");
+        }
+        if let Some(v) = f.layer_decay {
+            c.optimizer.layer_decay = v;
+            set("optimizer.layer_decay");
+        }
+        if let Some(v) = f.patience {
+            c.train.patience = v;
+            set("train.patience");
+        }
+        if f.keep_best {
+            c.train.keep_best = true;
+            set("train.keep_best");
+        }
+        if let Some(v) = f.per_class {
+            c.data.per_class = v;
+            set("data.per_class");
+        }
+        if let Some(v) = f.test_fraction {
+            c.data.test_fraction = v;
+            set("data.test_fraction");
+        }
+        Ok(())
+    })
+}
+
+/// `kiln distill`: a student of the teacher's family, half its size
+/// unless told, trained on the teacher's softened logits and the labels.
+fn distill(d: DistillArgs) -> Result<()> {
+    let mut a = d.train;
+    ensure!(
+        d.teacher.exists(),
+        "--teacher {}: no such run, checkpoint or model directory",
+        d.teacher.display()
+    );
+    let dir = kiln::io::ckpt_store::resolve(&d.teacher)?;
+    let teacher = kiln::train::checkpoint::load_model_config(&dir)
+        .with_context(|| format!("--teacher {}", d.teacher.display()))?;
+    let tc = teacher.config_json();
+    let ty = tc["model_type"].as_str().unwrap_or("gpt2").to_string();
+    ensure!(
+        matches!(ty.as_str(), "gpt2" | "bert"),
+        "--teacher {}: a {} ({ty}); kiln distill distils language models (gpt2, bert)",
+        d.teacher.display(),
+        teacher.architecture()
+    );
+    if let Some(m) = &a.model {
+        ensure!(
+            *m == ty || (m == "gpt" && ty == "gpt2"),
+            "--model {m}: the student is of the teacher's family ({ty}); leave out --model"
+        );
+    }
+    a.model = Some(ty.clone());
+    if a.out == std::path::Path::new("runs/gpt") {
+        a.out = PathBuf::from("runs/distill");
+    }
+    let num = |k: &[&str]| k.iter().find_map(|k| tc[*k].as_u64()).unwrap_or(0) as usize;
+    let (layers, embd, heads) = (
+        num(&["n_layer", "num_hidden_layers"]),
+        num(&["n_embd", "hidden_size"]),
+        num(&["n_head", "num_attention_heads"]),
+    );
+    let ctx = num(&["n_positions", "max_position_embeddings"]);
+    let gpu = open_gpu()?;
+    let mut base = RunConfig::default_for_model(&ty, gpu.is_cpu())?;
+    base.model.n_layer = (layers / 2).max(1);
+    base.model.n_head = (heads / 2).max(1);
+    base.model.n_embd = (embd / 2).max(base.model.n_head);
+    if ctx > 0 {
+        base.train.seq = base.train.seq.min(ctx);
+    }
+    train_with_gpu(gpu, a, Some(base), move |c, given| {
+        c.distill.teacher = Some(d.teacher.clone());
+        given.insert("distill.teacher".into());
+        if let Some(v) = d.alpha {
+            c.distill.alpha = v;
+            given.insert("distill.alpha".into());
+        }
+        if let Some(v) = d.tau {
+            c.distill.tau = v;
+            given.insert("distill.tau".into());
+        }
+        Ok(())
+    })
+}
+
+type Given = std::collections::BTreeSet<String>;
+
+/// `kiln train` with `base` as the default config (when no --config) and
+/// `extra` applied after the flags.
+fn train_with(
+    a: TrainArgs,
+    base: Option<RunConfig>,
+    extra: impl FnOnce(&mut RunConfig, &mut Given) -> Result<()>,
+) -> Result<()> {
+    train_with_gpu(open_gpu()?, a, base, extra)
+}
+
+fn train_with_gpu(
+    gpu: kiln::runtime::Gpu,
+    a: TrainArgs,
+    base: Option<RunConfig>,
+    extra: impl FnOnce(&mut RunConfig, &mut Given) -> Result<()>,
+) -> Result<()> {
     // `--objective bert` is accepted for `--model bert` (an older spelling).
     let mut a = a;
     if a.model.is_none()
@@ -405,9 +654,10 @@ fn train(a: TrainArgs) -> Result<()> {
         Some("gpt") | None => "gpt2",
         Some(m) => m,
     };
-    let mut c = match &a.config {
-        Some(p) => RunConfig::from_toml_file(p)?,
-        None => RunConfig::default_for_model(arch, gpu.is_cpu())?,
+    let mut c = match (&a.config, base) {
+        (Some(p), _) => RunConfig::from_toml_file(p)?,
+        (None, Some(b)) => b,
+        (None, None) => RunConfig::default_for_model(arch, gpu.is_cpu())?,
     };
     // The settings given explicitly: they matter to --resume.
     let mut given = std::collections::BTreeSet::new();
@@ -465,6 +715,7 @@ fn train(a: TrainArgs) -> Result<()> {
     if a.steps.is_some() || a.config.is_none() {
         c.optimizer.decay_steps = c.train.steps;
     }
+    extra(&mut c, &mut given)?;
     if a.print_config {
         c.validate()?;
         print!("{}", c.to_toml());

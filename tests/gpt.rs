@@ -296,6 +296,7 @@ fn parity_optimizer(r: &Reference) -> OptimizerConfig {
         weight_decay: f("weight_decay"),
         grad_clip: f("grad_clip"),
         decay_all: false,
+        ..Default::default()
     }
 }
 

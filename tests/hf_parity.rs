@@ -21,7 +21,12 @@ use kiln::io::checkpoint::{load_safetensors, NamedTensor, TensorData};
 use kiln::runtime::{Gpu, GpuOptions, LimitsPolicy};
 use kiln::train::checkpoint::load_model;
 use kiln::train::grads::grads_pass;
+use kiln::train::infer::Inference;
+use kiln::train::trainer::TeacherSpec;
 use kiln::train::{OptimizerConfig, Trainer, TrainerOptions};
+use kiln::model::distill::Distilled;
+use kiln::model::Model;
+use std::sync::Arc;
 
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
@@ -75,16 +80,61 @@ impl Reference {
     }
 }
 
+/// A distillation case: the student wrapped with the soft loss, the
+/// teacher (saved in `teacher/`), and the batch with the teacher's logits
+/// for the one-pass gradient check (the trainer computes them itself).
+fn distilled(
+    dir: &Path,
+    r: &Reference,
+    student: Arc<dyn Model>,
+    batch: &Batch,
+    attention: AttentionImpl,
+) -> (Arc<dyn Model>, Arc<TeacherSpec>, Batch) {
+    let f = |k: &str| r.meta[k].parse::<f32>().unwrap();
+    let (teacher, tparams) = load_model(&dir.join("teacher")).unwrap();
+    let vocab = 37;
+    let model: Arc<dyn Model> =
+        Arc::new(Distilled::new(student, f("alpha"), f("tau"), vocab).unwrap());
+    let tmap = kiln::model::upload_params(
+        gpu(),
+        &kiln::model::param_shapes(teacher.as_ref()).unwrap(),
+        &tparams,
+    )
+    .unwrap();
+    let mut x = batch.clone();
+    x.remove("labels");
+    let inf = Inference::new(gpu(), teacher.clone(), &x, &tmap, &["logits"], attention).unwrap();
+    let out = pollster::block_on(inf.run(&x)).unwrap();
+    let (shape, logits) = &out["logits"];
+    let mut with = batch.clone();
+    with.insert(NamedTensor::f32(
+        kiln::model::distill::TEACHER_LOGITS,
+        shape.clone(),
+        logits.clone(),
+    ));
+    let spec = Arc::new(TeacherSpec {
+        model: teacher,
+        params: tparams,
+    });
+    (model, spec, with)
+}
+
 fn check_case(name: &str, attention: AttentionImpl) {
     let dir = case_dir(name);
     let r = Reference::load(&dir);
     let (model, params) = load_model(&dir).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let batch = r.batch();
+    let (model, teacher, pass_batch) = if name.starts_with("distill") {
+        let (m, t, b) = distilled(&dir, &r, model, &batch, attention);
+        (m, Some(t), b)
+    } else {
+        (model, None, batch.clone())
+    };
     let out = pollster::block_on(grads_pass(
         gpu(),
         model.as_ref(),
         &params,
-        &batch,
+        &pass_batch,
         attention,
     ))
     .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -158,6 +208,7 @@ fn check_case(name: &str, attention: AttentionImpl) {
         weight_decay: f("weight_decay"),
         grad_clip: f("grad_clip"),
         decay_all: false,
+        ..Default::default()
     };
     let mut prepared = batch.clone();
     model.prepare_batch(&mut prepared).unwrap();
@@ -169,6 +220,7 @@ fn check_case(name: &str, attention: AttentionImpl) {
         &params,
         &TrainerOptions {
             attention,
+            teacher,
             ..Default::default()
         },
     )
@@ -185,6 +237,21 @@ fn check_case(name: &str, attention: AttentionImpl) {
             "{name}: AdamW step {i}: loss {got} vs {w}"
         );
     }
+}
+
+#[test]
+fn sequence_classifiers_saved_by_hugging_face_match() {
+    check_case("bert_seqcls", AttentionImpl::Unfused);
+    check_case("bert_regress", AttentionImpl::Unfused);
+    check_case("gpt2_seqcls", AttentionImpl::Fused);
+}
+
+/// The distillation loss, (1 − α)·CE + α·τ²·KL against PyTorch: the
+/// student's loss and every gradient with the teacher's logits given, then
+/// 10 AdamW steps with the teacher run inside each step by the trainer.
+#[test]
+fn distillation_loss_and_gradients_match_pytorch() {
+    check_case("distill_gpt2", AttentionImpl::Unfused);
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod captions;
 pub mod corpus;
 pub mod hf_tokenizer;
 pub mod images;
+pub mod labelled_text;
 pub mod loader;
 pub mod mlm;
 pub mod molecules;

@@ -9,6 +9,11 @@
 //! token; all ones when absent), `token_type_ids` [B, T] i32 (zeros when
 //! absent), and for a loss `labels` [B, T] (−100 = not predicted).
 //! Outputs: `loss`, `logits` [B, T, V], `accuracy` (of the predicted labels).
+//!
+//! `BertForSequenceClassification` (a config whose `architectures` names it):
+//! the same encoder, the pooler (`bert.pooler.dense` and tanh on the [CLS]
+//! state), dropout and `classifier` [num_labels, H]; `labels` [B] (class ids,
+//! or f32 targets when num_labels = 1), `logits` [B, num_labels].
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
+use super::heads::ClassHead;
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
 use crate::graph::{Graph, Init, TensorId};
@@ -146,19 +152,65 @@ fn check_unsupported(v: &serde_json::Value) -> Result<()> {
 #[derive(Clone, Debug)]
 pub struct Bert {
     pub cfg: BertConfig,
+    /// `None`: the masked-LM head (`BertForMaskedLM`); a class head:
+    /// `BertForSequenceClassification`.
+    pub classify: Option<ClassHead>,
 }
+
+pub const SEQ_CLS: &str = "BertForSequenceClassification";
 
 impl Bert {
     pub fn new(cfg: BertConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { cfg })
+        Ok(Self {
+            cfg,
+            classify: None,
+        })
+    }
+
+    /// The same encoder with a sequence-classification head.
+    pub fn classifier(cfg: BertConfig, head: ClassHead) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            classify: Some(head),
+        })
     }
 
     pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
         check_unsupported(v)?;
         let cfg: BertConfig = serde_json::from_value(v.clone())
             .map_err(|e| anyhow!("config.json is not a valid BERT config: {e}"))?;
+        if super::names_architecture(v, SEQ_CLS) {
+            let head = ClassHead::from_config(v)?.ok_or_else(|| {
+                anyhow!("config.json names {SEQ_CLS} but gives neither id2label nor num_labels")
+            })?;
+            return Self::classifier(cfg, head);
+        }
         Self::new(cfg)
+    }
+
+    /// The classification head on the encoder's states `x` [B, T, H].
+    fn classify_forward(
+        &self,
+        g: &mut Graph,
+        head: &ClassHead,
+        x: TensorId,
+        labels: Option<TensorId>,
+    ) -> Result<Outputs> {
+        let c = &self.cfg;
+        let h = c.hidden_size;
+        let std = Init::Normal(c.initializer_range);
+        let b = g.shape(x)[0];
+        let cls = g.slice(x, 1, 0, 1)?;
+        let cls = g.reshape(cls, &[b, h])?;
+        let pooler = Linear::new(g, &Vb::root().pp("bert").pp("pooler").pp("dense"), h, h, true, std)?;
+        let pooled = pooler.forward(g, cls)?;
+        let pooled = g.activation(pooled, Activation::Tanh);
+        let pooled = g.dropout(pooled, c.hidden_dropout_prob)?;
+        let classifier = Linear::new(g, &Vb::root().pp("classifier"), h, head.num_labels(), true, std)?;
+        let logits = classifier.forward(g, pooled)?;
+        head.outputs(g, logits, labels)
     }
 
     /// The encoder (`bert.*`): [B, T] ids → hidden states [B, T, H]. Shared
@@ -245,15 +297,28 @@ impl Bert {
 
 impl Model for Bert {
     fn architecture(&self) -> &'static str {
-        "BertForMaskedLM"
+        match self.classify {
+            None => "BertForMaskedLM",
+            Some(_) => SEQ_CLS,
+        }
     }
 
     fn config_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.cfg).expect("config serialises");
         v["model_type"] = "bert".into();
-        v["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+        v["architectures"] = serde_json::json!([self.architecture()]);
         v["position_embedding_type"] = "absolute".into();
+        if let Some(h) = &self.classify {
+            h.write_config(&mut v);
+        }
         v
+    }
+
+    fn head_prefixes(&self) -> Vec<String> {
+        match self.classify {
+            None => vec!["cls.".into()],
+            Some(_) => vec!["bert.pooler.".into(), "classifier.".into()],
+        }
     }
 
     fn describe(&self) -> String {
@@ -269,15 +334,23 @@ impl Model for Bert {
     }
 
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
-        ["input_ids", "attention_mask", "token_type_ids", "labels"]
+        let mut specs: Vec<InputSpec> = ["input_ids", "attention_mask", "token_type_ids"]
             .iter()
             .map(|n| InputSpec::new(n, &[d.batch, d.seq], DType::I32))
-            .collect()
+            .collect();
+        specs.push(match &self.classify {
+            None => InputSpec::new("labels", &[d.batch, d.seq], DType::I32),
+            Some(h) => h.label_spec(d.batch),
+        });
+        specs
     }
 
     fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
         let c = &self.cfg;
         let x = self.encode(g, inputs)?;
+        if let Some(head) = &self.classify {
+            return self.classify_forward(g, head, x, inputs.get("labels").copied());
+        }
         let h = c.hidden_size;
         let std = Init::Normal(c.initializer_range);
         let p = Vb::root().pp("cls").pp("predictions");
@@ -327,6 +400,9 @@ impl Model for Bert {
                 bail!("attention_mask[{i}] = {bad}; it must hold 1 (token) or 0 (padding)");
             }
         }
+        if let Some(h) = &self.classify {
+            return h.check_labels(batch);
+        }
         if let Ok(l) = batch.i32("labels") {
             if let Some((i, bad)) = l
                 .iter()
@@ -340,6 +416,10 @@ impl Model for Bert {
     }
 
     fn canonical_name(&self, stored: &str) -> Option<String> {
+        if self.classify.is_some() {
+            // A classifier keeps its pooler; a pretraining head is not used.
+            return (!stored.starts_with("cls.")).then(|| stored.to_string());
+        }
         // The decoder is tied to the word embeddings and its bias to
         // cls.predictions.bias: Hugging Face may store either copy.
         if stored == "cls.predictions.decoder.weight" || stored == "cls.predictions.decoder.bias" {

@@ -281,6 +281,10 @@ impl Model for Gin {
         v
     }
 
+    fn head_prefixes(&self) -> Vec<String> {
+        vec!["atom_head.".into(), "graph_head.".into()]
+    }
+
     fn describe(&self) -> String {
         let c = &self.cfg;
         let head = if c.task == "attr_mask" {

@@ -17,7 +17,8 @@ use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
-use super::vb::{LayerNorm, Vb};
+use super::heads::ClassHead;
+use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
 use crate::graph::{Graph, Init, TensorId};
@@ -183,11 +184,21 @@ fn check_unsupported(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// A GPT-2 language model.
+/// A GPT-2 language model (`GPT2LMHeadModel`), or with a class head
+/// `GPT2ForSequenceClassification`: `score` [num_labels, n_embd] (no bias) on
+/// the final state of each sequence's last token that is not padding, as
+/// Hugging Face finds it (the rightmost id ≠ `pad_token_id`; the last
+/// position when the config has no pad id). A batch may give the positions
+/// itself as `pool_index` [B] (i32).
 #[derive(Clone, Debug)]
 pub struct Gpt2 {
     pub cfg: GptConfig,
+    pub classify: Option<ClassHead>,
+    /// The padding id a classifier skips when it looks for the last token.
+    pub pad_token_id: Option<i64>,
 }
+
+pub const SEQ_CLS: &str = "GPT2ForSequenceClassification";
 
 impl Gpt2 {
     pub fn new(cfg: GptConfig) -> Result<Self> {
@@ -199,7 +210,19 @@ impl Gpt2 {
                 cfg.attn_pdrop
             );
         }
-        Ok(Self { cfg })
+        Ok(Self {
+            cfg,
+            classify: None,
+            pad_token_id: None,
+        })
+    }
+
+    /// The same transformer with a sequence-classification head.
+    pub fn classifier(cfg: GptConfig, head: ClassHead, pad_token_id: Option<i64>) -> Result<Self> {
+        let mut m = Self::new(cfg)?;
+        m.classify = Some(head);
+        m.pad_token_id = pad_token_id;
+        Ok(m)
     }
 
     /// From Hugging Face's `config.json`, honouring every field that changes
@@ -208,20 +231,51 @@ impl Gpt2 {
         check_unsupported(v)?;
         let cfg: GptConfig = serde_json::from_value(v.clone())
             .map_err(|e| anyhow!("config.json is not a valid GPT-2 config: {e}"))?;
+        if super::names_architecture(v, SEQ_CLS) {
+            let head = ClassHead::from_config(v)?.ok_or_else(|| {
+                anyhow!("config.json names {SEQ_CLS} but gives neither id2label nor num_labels")
+            })?;
+            let pad = v.get("pad_token_id").and_then(|p| p.as_i64());
+            return Self::classifier(cfg, head, pad);
+        }
         Self::new(cfg)
+    }
+
+    /// HF's pooled position of each row: the rightmost id that is not the
+    /// pad id (0 when a row is all padding), or the last position.
+    fn pool_positions(&self, ids: &[i32], t: usize) -> Vec<i32> {
+        ids.chunks(t)
+            .map(|row| match self.pad_token_id {
+                None => t as i32 - 1,
+                Some(p) => row
+                    .iter()
+                    .rposition(|&x| x as i64 != p)
+                    .unwrap_or(0) as i32,
+            })
+            .collect()
     }
 }
 
 impl Model for Gpt2 {
     fn architecture(&self) -> &'static str {
-        "GPT2LMHeadModel"
+        match self.classify {
+            None => "GPT2LMHeadModel",
+            Some(_) => SEQ_CLS,
+        }
+    }
+
+    fn head_prefixes(&self) -> Vec<String> {
+        match self.classify {
+            None => vec!["lm_head.".into()],
+            Some(_) => vec!["score.".into()],
+        }
     }
 
     fn config_json(&self) -> serde_json::Value {
         let c = &self.cfg;
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "model_type": "gpt2",
-            "architectures": ["GPT2LMHeadModel"],
+            "architectures": [self.architecture()],
             "vocab_size": c.vocab_size,
             "n_positions": c.n_positions,
             "n_ctx": c.n_positions,
@@ -239,7 +293,12 @@ impl Model for Gpt2 {
             // tokenizer brings them (`transformers` otherwise assumes 50256).
             "bos_token_id": null,
             "eos_token_id": null,
-        })
+        });
+        if let Some(h) = &self.classify {
+            h.write_config(&mut v);
+            v["pad_token_id"] = self.pad_token_id.into();
+        }
+        v
     }
 
     fn describe(&self) -> String {
@@ -251,10 +310,15 @@ impl Model for Gpt2 {
     }
 
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
-        vec![
-            InputSpec::new("input_ids", &[d.batch, d.seq], DType::I32),
-            InputSpec::new("targets", &[d.batch, d.seq], DType::I32),
-        ]
+        let ids = InputSpec::new("input_ids", &[d.batch, d.seq], DType::I32);
+        match &self.classify {
+            None => vec![ids, InputSpec::new("targets", &[d.batch, d.seq], DType::I32)],
+            Some(h) => vec![
+                ids,
+                h.label_spec(d.batch),
+                InputSpec::new("pool_index", &[d.batch], DType::I32),
+            ],
+        }
     }
 
     fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
@@ -303,6 +367,15 @@ impl Model for Gpt2 {
         };
         let x = encoder(g, &vb.pp("h"), c.n_layer, &LayerNames::GPT2, spec, x, None)?;
         let x = LayerNorm::new(g, &vb.pp("ln_f"), e, eps)?.forward(g, x)?;
+        if let Some(head) = &self.classify {
+            let at = *inputs.get("pool_index").ok_or_else(|| {
+                anyhow!("{SEQ_CLS} needs `pool_index` (i32 [B]; prepare_batch adds it)")
+            })?;
+            let pooled = g.gather_row(x, at)?;
+            let score = Linear::new(g, &Vb::root().pp("score"), e, head.num_labels(), false, std)?;
+            let logits = score.forward(g, pooled)?;
+            return head.outputs(g, logits, inputs.get("labels").copied());
+        }
         // LM head: tied to the token embedding (logits = x·wteᵀ), or its own.
         let head = if c.tie_word_embeddings {
             wte
@@ -344,6 +417,18 @@ impl Model for Gpt2 {
                  was the batch made with another tokenizer?",
                 at(i)
             );
+        }
+        if let Some(h) = &self.classify {
+            h.check_labels(batch)?;
+            if !batch.contains("pool_index") {
+                let at = self.pool_positions(ids, cols);
+                batch.insert(NamedTensor::i32("pool_index", vec![shape[0]], at));
+            }
+            let at = batch.i32("pool_index")?;
+            if let Some((i, bad)) = at.iter().enumerate().find(|(_, p)| !(0..cols as i32).contains(*p)) {
+                bail!("pool_index[{i}] = {bad} lies outside the sequence [0, {cols})");
+            }
+            return Ok(());
         }
         if batch.contains("labels") && !batch.contains("targets") {
             // Hugging Face's GPT2LMHeadModel predicts labels[t + 1] at t.
@@ -393,7 +478,10 @@ impl Model for Gpt2 {
     fn canonical_name(&self, stored: &str) -> Option<String> {
         // The published gpt2 weights have no "transformer." prefix; the tied
         // head and the attention-mask buffers are not parameters.
-        if (stored == "lm_head.weight" && self.cfg.tie_word_embeddings)
+        if stored.starts_with("score.") {
+            return self.classify.is_some().then(|| stored.to_string());
+        }
+        if (stored == "lm_head.weight" && (self.cfg.tie_word_embeddings || self.classify.is_some()))
             || stored.ends_with(".attn.bias")
             || stored.ends_with(".attn.masked_bias")
         {

@@ -8,9 +8,12 @@
 //! implementation of [`Model`], and a line in [`from_config_json`].
 
 pub mod bert;
+pub mod finetune;
 pub mod clip;
+pub mod distill;
 pub mod gin;
 pub mod gpt2;
+pub mod heads;
 pub mod transformer;
 pub mod vb;
 pub mod vit;
@@ -134,6 +137,63 @@ pub trait Model: Debug + Send + Sync {
     fn canonical_name(&self, stored: &str) -> Option<String> {
         Some(stored.to_string())
     }
+
+    /// Name prefixes of the task head (the part fine-tuning replaces, that
+    /// `--head-lr` trains at its own rate and `--freeze backbone` leaves
+    /// trainable); everything else is the backbone.
+    fn head_prefixes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Whether `config.json`'s `architectures` list names `class`.
+pub fn names_architecture(v: &serde_json::Value, class: &str) -> bool {
+    v.get("architectures")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(class)))
+}
+
+/// Whether parameter `name` belongs to `model`'s task head.
+pub fn is_head(model: &dyn Model, name: &str) -> bool {
+    model.head_prefixes().iter().any(|p| name.starts_with(p.as_str()))
+}
+
+/// The depth of a parameter for layer-wise learning rates and `--freeze
+/// layers:N`: 0 for what comes before the first layer (embeddings), i + 1 for
+/// layer i (a `.layer.i.`, `.layers.i.` or `.h.i.` segment), and `layers + 1`
+/// for everything after the last (final norms, poolers, heads).
+pub fn layer_depth(name: &str, layers: usize) -> usize {
+    if let Some(i) = layer_index(name) {
+        return i + 1;
+    }
+    let before = |p: &str| p.contains("embed") || matches!(p, "wte" | "wpe" | "pre_layrnorm");
+    if name.split('.').any(before) {
+        0
+    } else {
+        layers + 1
+    }
+}
+
+/// The layer a parameter belongs to: i for a `.layer.i.`, `.layers.i.` or
+/// `.h.i.` segment of its name.
+pub fn layer_index(name: &str) -> Option<usize> {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.windows(2).find_map(|w| {
+        matches!(w[0], "layer" | "layers" | "h")
+            .then(|| w[1].parse::<usize>().ok())
+            .flatten()
+    })
+}
+
+/// The number of layers a model's parameter names show (one past the
+/// largest layer index).
+pub fn layer_count(names: &[String]) -> usize {
+    names
+        .iter()
+        .filter_map(|n| layer_index(n))
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 /// A model from its Hugging Face `config.json` (`model_type` picks it).

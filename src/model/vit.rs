@@ -284,6 +284,10 @@ impl Model for Vit {
         v
     }
 
+    fn head_prefixes(&self) -> Vec<String> {
+        vec!["classifier.".into()]
+    }
+
     fn describe(&self) -> String {
         let c = &self.cfg;
         format!(

@@ -17,7 +17,7 @@ pub mod text;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::data::tokenizer::Tokenizer;
 use crate::data::DataSource;
@@ -76,6 +76,7 @@ pub fn arch(cfg: &RunConfig) -> Result<&str> {
 /// resumed run (used as it is, never retrained).
 pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
     match arch(cfg)? {
+        "gpt2" | "gpt" | "bert" if classify(cfg)? => text::classification(cfg, tok_dir),
         "gpt2" | "gpt" => text::causal_lm(cfg, tok_dir),
         "bert" => text::masked_lm(cfg, tok_dir),
         "vit" => images::classification(cfg),
@@ -88,8 +89,62 @@ pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
     }
 }
 
-/// The model a fresh run of `cfg` trains on `data`.
+/// Whether a text model's run is sequence classification (`--objective
+/// classify`, what `kiln finetune` sets) rather than language modelling.
+pub fn classify(cfg: &RunConfig) -> Result<bool> {
+    match cfg.model.objective.as_deref() {
+        None | Some("lm") => Ok(false),
+        Some("classify") => Ok(true),
+        Some(other) => bail!(
+            "--objective {other:?} for {}: expected classify (labelled text) or nothing              (language modelling)",
+            cfg.model.arch
+        ),
+    }
+}
+
+/// Where a fine-tuning run's tokenizer is: a Kiln run or checkpoint's
+/// `tokenizer/`, or a Hugging Face directory's `tokenizer.json`.
+pub fn checkpoint_tokenizer(src: &Path) -> Result<Option<PathBuf>> {
+    let dir = crate::io::ckpt_store::resolve(src)?;
+    for d in [
+        dir.join(crate::train::run::TOKENIZER_DIR),
+        src.join(crate::train::run::TOKENIZER_DIR),
+    ] {
+        if d.is_dir() {
+            return Ok(Some(d));
+        }
+    }
+    Ok(dir
+        .join("tokenizer.json")
+        .is_file()
+        .then_some(dir))
+}
+
+/// The model a fresh run of `cfg` trains on `data`: with `train.init_from`
+/// (fine-tuning), the checkpoint's architecture and sizes with the head
+/// the data asks for; otherwise the sizes of `[model]`.
 pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
+    if let Some(src) = &cfg.train.init_from {
+        if cfg.model.arch != "clip" {
+            let dir = crate::io::ckpt_store::resolve(src)
+                .with_context(|| format!("--init-from {}", src.display()))?;
+            let path = dir.join(crate::train::checkpoint::CONFIG_FILE);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("--init-from {}: cannot read {}", src.display(), path.display())
+            })?;
+            let pre: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?;
+            let ty = pre.get("model_type").and_then(|t| t.as_str()).unwrap_or("gpt2");
+            let want = if cfg.model.arch == "gpt" { "gpt2" } else { cfg.model.arch.as_str() };
+            ensure!(
+                ty == want,
+                "--init-from {}: the checkpoint is a {ty} model and this run trains {want}                  (`kiln finetune` takes the architecture from the checkpoint)",
+                src.display()
+            );
+            return crate::model::finetune::for_finetune(&pre, &data.dims, cfg.train.seq)
+                .with_context(|| format!("fine-tuning {}", src.display()));
+        }
+    }
     let m = &cfg.model;
     let mut d = data.dims.clone();
     d.n_layer = m.n_layer;

@@ -222,3 +222,91 @@ pub fn fill_mask_example(
         truth.trim()
     ))
 }
+
+/// BERT or GPT-2 sequence classification of labelled text (a folder of
+/// class subfolders, or a CSV/TSV of text and label): a fixed stratified
+/// test split, a validation split, the training examples cut to
+/// `data.per_class` and `data.label_fraction`; test accuracy after.
+pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
+    use crate::data::labelled_text::{
+        label_subset, read_labelled_texts, split, TextClassification, TextStyle,
+    };
+    let d = &cfg.data;
+    let path = d.path.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "sequence classification needs labelled text: pass --data with a folder of class \
+             subfolders of text files, or a CSV/TSV file of text and label"
+        )
+    })?;
+    let data = read_labelled_texts(path)?;
+    let fingerprint = DataFingerprint::of(&data.texts.join("\n"));
+    let tok = match tok_dir {
+        Some(dir) => load_tokenizer(dir)
+            .with_context(|| format!("loading the checkpoint's tokenizer from {}", dir.display()))?,
+        None => tokenizer_by_name(&d.tokenizer, Some(&data.texts.join("\n")), d.bpe_vocab)?,
+    };
+    let splits = split(&data.labels, data.classes.len(), d.val_fraction, d.test_fraction)?;
+    let t = &cfg.train;
+    let train = label_subset(
+        &splits.train,
+        &data.labels,
+        data.classes.len(),
+        d.per_class,
+        d.label_fraction,
+        t.seed,
+    )?;
+    let style = match super::arch(cfg)? {
+        "bert" => TextStyle::Bert,
+        _ => TextStyle::Gpt,
+    };
+    let counts = data.class_counts(&train);
+    let mut notes = vec![format!(
+        "{} classes ({}); {} training texts ({} to {} per class) of {} available, {} validation, \
+         {} test (a fixed split)",
+        data.classes.len(),
+        data.classes.join(", "),
+        train.len(),
+        counts.iter().min().unwrap_or(&0),
+        counts.iter().max().unwrap_or(&0),
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.len()
+    )];
+    if !data.skipped.is_empty() {
+        notes.push(format!(
+            "skipped {} input(s); the first: {}",
+            data.skipped.len(),
+            data.skipped[0]
+        ));
+    }
+    let source =
+        TextClassification::new(&data, tok.as_ref(), style, splits, train, t.seed, t.batch, t.seq)?;
+    if source.truncated > 0 {
+        notes.push(format!(
+            "{} of {} texts were cut to --seq {} tokens",
+            source.truncated,
+            data.texts.len(),
+            t.seq
+        ));
+    }
+    let report = super::images::ClassReport {
+        batches: source.batches_of(&source.test, usize::MAX),
+        classes: data.classes.clone(),
+    };
+    Ok(Prepared {
+        dims: ModelDims {
+            vocab_size: tok.vocab_size(),
+            labels: data.classes.clone(),
+            pad: Some(source.pad as i64),
+            ..Default::default()
+        },
+        source: Box::new(source),
+        tok: Some(tok),
+        floor: None,
+        fingerprint,
+        prompt: Vec::new(),
+        files: Vec::new(),
+        notes,
+        report: Report::Classes(report),
+    })
+}

@@ -25,7 +25,8 @@ pub struct ModelSection {
     /// CLIP: the size of the joint embedding space (default `n_embd`).
     pub projection_dim: Option<usize>,
     /// GIN: `attr-mask` (self-supervised pretraining, the default) or
-    /// `regression` (the data's numeric label columns).
+    /// `regression` (the data's numeric label columns); BERT and GPT-2:
+    /// `classify` (sequence classification of labelled text).
     pub objective: Option<String>,
 }
 
@@ -64,9 +65,14 @@ pub struct DataSection {
     pub builtin_bytes: usize,
     /// Image models: train on these classes only (empty: all), relabelled 0…
     pub classes: Vec<u8>,
-    /// Image models: the fraction of the training labels used (a stratified,
-    /// seeded subset; 1 = all).
+    /// Image models and labelled text: the fraction of the training labels
+    /// used (a stratified, seeded subset; 1 = all).
     pub label_fraction: f64,
+    /// Labelled text: at most this many training examples per class (0 = all).
+    pub per_class: usize,
+    /// Labelled text: the fraction of each class held out as the test set
+    /// (fixed, whatever the seed).
+    pub test_fraction: f64,
 }
 
 impl Default for DataSection {
@@ -79,6 +85,8 @@ impl Default for DataSection {
             builtin_bytes: 2_000_000,
             classes: Vec::new(),
             label_fraction: 1.0,
+            per_class: 0,
+            test_fraction: 0.2,
         }
     }
 }
@@ -110,8 +118,19 @@ pub struct TrainSection {
     /// new model shares by name (fine-tuning); the rest are initialised.
     pub init_from: Option<PathBuf>,
     /// Parameters to freeze (no gradient, no optimizer state), by name or
-    /// name prefix (`gnn` freezes the whole encoder: a linear probe).
+    /// name prefix (`gnn` freezes the whole encoder: a linear probe),
+    /// `backbone` (all but the task head) or `layers:N` (the embeddings and
+    /// the first N layers).
     pub freeze: Vec<String>,
+    /// With `init_from`: take the checkpoint's architecture, sizes and
+    /// tokenizer but not its weights (the from-scratch baseline).
+    pub scratch: bool,
+    /// Stop when the validation metric (accuracy, else the loss) has not
+    /// improved for this many evaluations (0 = never).
+    pub patience: u64,
+    /// Keep the best evaluation's weights in `best/`, and report the test
+    /// set with them.
+    pub keep_best: bool,
 }
 
 impl Default for TrainSection {
@@ -131,6 +150,9 @@ impl Default for TrainSection {
             on_nan: Default::default(),
             init_from: None,
             freeze: Vec::new(),
+            scratch: false,
+            patience: 0,
+            keep_best: false,
         }
     }
 }
@@ -142,6 +164,30 @@ pub struct RunConfig {
     pub data: DataSection,
     pub train: TrainSection,
     pub optimizer: OptimizerConfig,
+    pub distill: DistillSection,
+}
+
+/// Knowledge distillation (`kiln distill`): the model trains as a student
+/// of `teacher` (see `crate::model::distill`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistillSection {
+    /// The teacher's run or model directory (same family and vocabulary).
+    pub teacher: Option<PathBuf>,
+    /// Weight of the teacher's soft term; 1 − alpha weighs the labels.
+    pub alpha: f32,
+    /// Softmax temperature of the soft term.
+    pub tau: f32,
+}
+
+impl Default for DistillSection {
+    fn default() -> Self {
+        Self {
+            teacher: None,
+            alpha: 0.5,
+            tau: 2.0,
+        }
+    }
 }
 
 impl RunConfig {

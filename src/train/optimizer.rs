@@ -28,6 +28,18 @@ pub struct OptimizerConfig {
     /// Decay biases, LayerNorm parameters and embeddings too.
     #[serde(default)]
     pub decay_all: bool,
+    /// Fine-tuning: the task head's peak learning rate (the same schedule,
+    /// scaled); `None`: `lr`.
+    #[serde(default)]
+    pub head_lr: Option<f32>,
+    /// Fine-tuning: layer-wise learning-rate decay; layer i of L trains at
+    /// lr·decay^(L − i), embeddings at lr·decay^(L + 1). 1 = off.
+    #[serde(default = "one")]
+    pub layer_decay: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Default for OptimizerConfig {
@@ -43,6 +55,8 @@ impl Default for OptimizerConfig {
             weight_decay: 0.1,
             grad_clip: 1.0,
             decay_all: false,
+            head_lr: None,
+            layer_decay: 1.0,
         }
     }
 }
@@ -76,6 +90,8 @@ impl OptimizerConfig {
 
 struct Update {
     decay: bool,
+    /// This parameter's learning-rate multiplier (fine-tuning).
+    lr_scale: f32,
     dispatch: Dispatch,
 }
 
@@ -94,13 +110,15 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// `decays(name)` says whether a parameter gets weight decay.
+    /// `decays(name)` says whether a parameter gets weight decay;
+    /// `lr_scales` gives learning-rate multipliers (absent: 1).
     pub fn new(
         gpu: &Gpu,
         cfg: &OptimizerConfig,
         params: &TensorMap,
         grads: &[(String, Tensor)],
         decays: &dyn Fn(&str) -> bool,
+        lr_scales: &[(String, f32)],
     ) -> Result<Self> {
         ensure!(
             cfg.grad_clip.is_finite() && cfg.grad_clip >= 0.0,
@@ -130,7 +148,15 @@ impl AdamW {
                 &cfg.adamw(cfg.lr, decay),
                 1,
             )?;
-            updates.push(Update { decay, dispatch });
+            let lr_scale = lr_scales
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(1.0, |(_, s)| *s);
+            updates.push(Update {
+                decay,
+                lr_scale,
+                dispatch,
+            });
             m.insert(name.clone(), mt);
             v.insert(name.clone(), vt);
         }
@@ -158,7 +184,7 @@ impl AdamW {
         for u in &self.updates {
             u.dispatch.set_uniform(
                 gpu,
-                &adamw_uniform(&self.cfg.adamw(lr, u.decay), self.t, clip),
+                &adamw_uniform(&self.cfg.adamw(lr * u.lr_scale, u.decay), self.t, clip),
             )?;
         }
         Ok(lr)

@@ -46,6 +46,8 @@ pub const SETTINGS: &[Setting] = &[
     s("data.builtin_bytes", None, false),
     s("data.classes", Some("--classes"), false),
     s("data.label_fraction", Some("--label-fraction"), false),
+    s("data.per_class", Some("--per-class"), false),
+    s("data.test_fraction", Some("--test-fraction"), false),
     s("train.batch", Some("--batch"), false),
     s("train.seq", Some("--seq"), false),
     s("train.steps", Some("--steps"), true),
@@ -61,6 +63,9 @@ pub const SETTINGS: &[Setting] = &[
     // Only a new run reads it (a resumed one has its own weights).
     s("train.init_from", Some("--init-from"), true),
     s("train.freeze", Some("--freeze"), false),
+    s("train.scratch", Some("--scratch"), true),
+    s("train.patience", Some("--patience"), true),
+    s("train.keep_best", Some("--keep-best"), false),
     s("optimizer.lr", Some("--lr"), true),
     s("optimizer.min_lr", Some("--min-lr"), true),
     s("optimizer.warmup_steps", Some("--warmup"), true),
@@ -71,6 +76,11 @@ pub const SETTINGS: &[Setting] = &[
     s("optimizer.weight_decay", Some("--weight-decay"), true),
     s("optimizer.grad_clip", Some("--grad-clip"), true),
     s("optimizer.decay_all", None, true),
+    s("optimizer.head_lr", Some("--head-lr"), true),
+    s("optimizer.layer_decay", Some("--layer-decay"), true),
+    s("distill.teacher", Some("--teacher"), false),
+    s("distill.alpha", Some("--alpha"), false),
+    s("distill.tau", Some("--tau"), false),
 ];
 
 pub fn setting(key: &str) -> Option<&'static Setting> {

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -134,10 +135,25 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     cfg.validate()?;
 
     // A resumed run keeps its own tokenizer (never retrained).
-    let tok_dir = from
+    let mut tok_dir = from
         .as_ref()
         .map(|r| r.dir.join(TOKENIZER_DIR))
         .filter(|d| d.is_dir());
+    // A student reads its data with its teacher's tokenizer.
+    if let (None, Some(t)) = (&from, &cfg.distill.teacher) {
+        ensure!(
+            t.exists(),
+            "--teacher {}: no such run or model directory",
+            t.display()
+        );
+        tok_dir = objective::checkpoint_tokenizer(t)?;
+    }
+    // A fine-tuned text model reads its data with the checkpoint's tokenizer.
+    if let (None, Some(src)) = (&from, &cfg.train.init_from) {
+        if objective::arch(&cfg)? != "clip" {
+            tok_dir = objective::checkpoint_tokenizer(src)?;
+        }
+    }
     let data = objective::prepare(&cfg, tok_dir.as_deref())?;
     let (model, init) = match &from {
         Some(r) => checkpoint::load_model(&r.dir)?,
@@ -145,7 +161,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             let m = objective::build_model(&cfg, &data)?;
             super::validate::check_model_size(m.as_ref())?;
             let mut init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
-            if let Some(src) = &cfg.train.init_from {
+            if let Some(src) = cfg.train.init_from.as_ref().filter(|_| !cfg.train.scratch) {
                 let note = init_from_checkpoint(m.as_ref(), &mut init, src)?;
                 if !opts.quiet {
                     println!("kiln: {note}");
@@ -155,6 +171,34 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         }
     };
     super::validate::check_model_size(model.as_ref())?;
+    // Distillation: the student wrapped with the soft loss; the teacher
+    // loaded as it was saved (frozen, forward only).
+    let (model, teacher) = match &cfg.distill.teacher {
+        None => (model, None),
+        Some(t) => {
+            let tdir = ckpt_store::resolve(t).with_context(|| format!("--teacher {}", t.display()))?;
+            let (tm, tparams) = checkpoint::load_model(&tdir)
+                .with_context(|| format!("--teacher {}", t.display()))?;
+            let d = &cfg.distill;
+            let student: Arc<dyn crate::model::Model> = Arc::new(
+                crate::model::distill::Distilled::new(model, d.alpha, d.tau, data.dims.vocab_size)?,
+            );
+            if !opts.quiet {
+                println!(
+                    "kiln: teacher {} from {} (frozen, forward only); loss (1 − {a})·CE + {a}·τ²·KL at τ {}",
+                    tm.describe(),
+                    tdir.display(),
+                    d.tau,
+                    a = d.alpha
+                );
+            }
+            let spec = super::trainer::TeacherSpec {
+                model: tm,
+                params: tparams,
+            };
+            (student, Some(Arc::new(spec)))
+        }
+    };
     let Prepared {
         source,
         tok,
@@ -169,7 +213,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let tok = tok.as_deref();
     let t = &cfg.train;
     let attention = cfg.attention_for(gpu)?;
-    let mut session = Session::new(gpu, cfg.clone(), model.clone(), source, &init)?;
+    let mut session =
+        Session::with_teacher(gpu, cfg.clone(), model.clone(), source, &init, teacher)?;
     session.prompt_tokens = prompt;
     let n_params: usize = session.trainer.params.values().map(|p| p.numel()).sum();
     if let Some(g) = &mut session.trainer.opt.guard {
@@ -257,6 +302,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let mut last_val_metrics = serde_json::Map::new();
     let mut saved_step = from.as_ref().map(|_| state.step);
     let mut interrupted = false;
+    let mut stop_early = false;
     // A bad step in --on-nan stop mode: name it and the first non-finite
     // tensor (the guard kept the weights from before it), save nothing.
     let nan_stop = |session: &Session, nan: &NanStatus, saved: Option<u64>| -> anyhow::Error {
@@ -374,14 +420,46 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                 last_val_metrics.insert(format!("val_{name}"), json!(m));
             }
             metrics.log(&row)?;
+            if t.keep_best || t.patience > 0 {
+                // Accuracy where the model reports one, else the loss.
+                let score = e
+                    .metrics
+                    .iter()
+                    .find(|(n, _)| n == "accuracy")
+                    .map_or(-(v as f64), |(_, a)| *a as f64);
+                let improved = state.best.as_ref().is_none_or(|b| score > b.score);
+                if improved {
+                    state.best = Some(run_dir::BestSoFar {
+                        score,
+                        step: state.step,
+                        evals_since: 0,
+                    });
+                    if t.keep_best {
+                        run_dir::save_best(&session.trainer, state.step, tok, &files, out)?;
+                    }
+                } else if let Some(b) = &mut state.best {
+                    b.evals_since += 1;
+                    if t.patience > 0 && b.evals_since >= t.patience && !last {
+                        stop_early = true;
+                        if !opts.quiet {
+                            progress.finish();
+                            println!(
+                                "kiln: early stop at step {}: no better validation score for {} \
+                                 evaluations (best {:.4} at step {})",
+                                state.step, b.evals_since, b.score, b.step
+                            );
+                        }
+                    }
+                }
+            }
         }
-        if ckpt_due {
+        if ckpt_due || stop_early {
             state.adamw_t = session.trainer.opt.t;
             run_dir::save_checkpoint(&session.trainer, &state, &cfg, tok, &files, out)?;
             saved_step = Some(state.step);
             plot_curve(out, floor.as_ref())?;
         }
-        if interrupted {
+        if interrupted || stop_early {
             break;
         }
     }
@@ -397,6 +475,27 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             "kiln: {} step(s) skipped because the loss or gradient was not finite (--on-nan skip)",
             state.nan_skipped
         );
+    }
+
+    // --keep-best: the reports measure the best evaluation's weights.
+    if let (true, false, Some(b)) = (t.keep_best, interrupted, &state.best) {
+        if b.step != state.step {
+            let best = ckpt_store::resolve(&out.join(run_dir::BEST_DIR))?;
+            let host = checkpoint::load_params_file(&best.join(checkpoint::MODEL_FILE), model.as_ref())?;
+            for (name, data) in &host {
+                if let Some(p) = session.trainer.params.get(name) {
+                    p.write_f32(gpu, data)?;
+                }
+            }
+        }
+        if !opts.quiet {
+            println!(
+                "kiln: best validation score {:.4} at step {} (kept in {})",
+                b.score,
+                b.step,
+                out.join(run_dir::BEST_DIR).display()
+            );
+        }
     }
 
     // What the objective measures after training (skipped when interrupted).
@@ -472,6 +571,11 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         // The run's final figures in one file, for scripts and comparisons.
         results.insert("architecture".into(), json!(model.architecture()));
         results.insert("step".into(), json!(state.step));
+        if let Some(b) = &state.best {
+            results.insert("best_step".into(), json!(b.step));
+            results.insert("best_val_score".into(), json!(b.score));
+            results.insert("early_stopped".into(), json!(stop_early));
+        }
         results.insert("final_train_loss".into(), json!(last_train));
         results.insert("final_val_loss".into(), json!(last_val));
         results.extend(last_val_metrics);
@@ -545,11 +649,17 @@ pub fn init_from_checkpoint(
             .into_iter()
             .collect();
     let mut loaded = Vec::new();
+    let mut replaced = Vec::new();
     for (name, data) in init.iter_mut() {
         let Some(w) = weights.iter().find(|(n, _)| n == name) else {
             continue;
         };
         let (want, have) = (&shapes[name], &pre_shapes[name]);
+        if want != have && crate::model::is_head(model, name) {
+            // A task head with another number of labels: a new head.
+            replaced.push(format!("{name} {have:?} → {want:?}"));
+            continue;
+        }
         ensure!(
             want == have,
             "--init-from {}: {name} is {have:?} in the {} there and {want:?} in this {}: the \
@@ -576,8 +686,13 @@ pub fn init_from_checkpoint(
         .filter(|n| !loaded.iter().any(|l| l == n))
         .collect();
     let unused = weights.len() - loaded.len();
+    let replaced = if replaced.is_empty() {
+        String::new()
+    } else {
+        format!(" (replacing the head: {})", replaced.join(", "))
+    };
     Ok(format!(
-        "initialised {} of {} parameters from {} ({}); new: {}; {unused} of its tensors unused",
+        "initialised {} of {} parameters from {} ({}); new: {}{replaced}; {unused} of its tensors unused",
         loaded.len(),
         init.len(),
         dir.display(),

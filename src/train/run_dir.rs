@@ -36,6 +36,47 @@ pub struct TrainerState {
     /// Size and checksum of the text the run trains on.
     #[serde(default)]
     pub data: Option<DataFingerprint>,
+    /// Early stopping and `--keep-best`: the best validation score so far
+    /// (accuracy, else −loss), its step, and evaluations since.
+    #[serde(default)]
+    pub best: Option<BestSoFar>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BestSoFar {
+    pub score: f64,
+    pub step: u64,
+    pub evals_since: u64,
+}
+
+/// The folder `--keep-best` keeps the best evaluation's model in (itself a
+/// checkpoint store: `best/model.safetensors`, `best/config.json`, …).
+pub const BEST_DIR: &str = "best";
+
+/// Saves the trainer's current weights (with the tokenizer and companion
+/// files, no optimizer state) as the one checkpoint of `out/best`.
+pub fn save_best(
+    trainer: &Trainer,
+    step: u64,
+    tok: Option<&dyn Tokenizer>,
+    extra: &[SaveFile],
+    out: &Path,
+) -> Result<PathBuf> {
+    let params = pollster::block_on(crate::model::download(trainer.gpu(), &trainer.params))?;
+    let mut files: Vec<SaveFile> = model_files(trainer.model.as_ref(), &params)?;
+    files.extend(companion_files(tok, extra)?);
+    let view = view_names(tok, extra)?;
+    let view: Vec<&str> = view.iter().map(String::as_str).collect();
+    ckpt_store::save(
+        &out.join(BEST_DIR),
+        step,
+        &files,
+        &SaveOptions {
+            keep: 1,
+            view: &view,
+            obsolete: &[],
+        },
+    )
 }
 
 /// Where a run resumes from.

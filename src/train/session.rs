@@ -34,6 +34,19 @@ impl Session {
         data: Box<dyn DataSource>,
         init: &HostParams,
     ) -> Result<Self> {
+        Self::with_teacher(gpu, cfg, model, data, init, None)
+    }
+
+    /// [`Session::new`] with a distillation teacher (see
+    /// [`crate::model::distill`]).
+    pub fn with_teacher(
+        gpu: &Gpu,
+        cfg: RunConfig,
+        model: Arc<dyn Model>,
+        data: Box<dyn DataSource>,
+        init: &HostParams,
+        teacher: Option<Arc<super::trainer::TeacherSpec>>,
+    ) -> Result<Self> {
         // The graph's inputs are a batch as the model prepares it (CLIP adds
         // the pooled positions and the pairs, for instance).
         let mut example = data.train_batch(0)?;
@@ -50,6 +63,7 @@ impl Session {
                 attention: cfg.attention_for(gpu)?,
                 frozen,
                 seed: cfg.train.seed,
+                teacher,
             },
         )?;
         Ok(Self {
@@ -188,12 +202,45 @@ pub fn frozen_names(model: &dyn Model, prefixes: &[String]) -> Result<Vec<String
         .into_iter()
         .map(|(n, _)| n)
         .collect();
+    let layers = crate::model::layer_count(&names);
     let hit = |n: &str, p: &str| n == p || n.strip_prefix(p).is_some_and(|r| r.starts_with('.'));
+    // `backbone`: all but the task head; `layers:N`: the embeddings and the
+    // first N layers; otherwise a parameter name or name prefix.
+    let frozen_by = |n: &str, p: &str| -> Result<bool> {
+        if p == "backbone" {
+            return Ok(!crate::model::is_head(model, n));
+        }
+        if let Some(k) = p.strip_prefix("layers:") {
+            let k: usize = k.parse().map_err(|_| {
+                anyhow::anyhow!("--freeze {p}: expected layers:N with N a number of layers")
+            })?;
+            ensure!(
+                k <= layers,
+                "--freeze {p}: this {} has {layers} layers",
+                model.architecture()
+            );
+            let d = crate::model::layer_depth(n, layers);
+            return Ok(d <= k && !crate::model::is_head(model, n));
+        }
+        Ok(hit(n, p))
+    };
     for p in prefixes {
+        if p == "backbone" {
+            ensure!(
+                !model.head_prefixes().is_empty(),
+                "--freeze backbone: this {} has no task head to train alone",
+                model.architecture()
+            );
+            continue;
+        }
+        if p.starts_with("layers:") {
+            frozen_by("", p)?;
+            continue;
+        }
         ensure!(
             names.iter().any(|n| hit(n, p)),
             "--freeze {p}: no parameter of this {} is named {p} or starts with {p}. (its \
-             parameters begin with: {})",
+             parameters begin with: {}; or use `backbone` or `layers:N`)",
             model.architecture(),
             {
                 let mut tops: Vec<&str> = names
@@ -205,15 +252,63 @@ pub fn frozen_names(model: &dyn Model, prefixes: &[String]) -> Result<Vec<String
             }
         );
     }
-    let frozen: Vec<String> = names
-        .iter()
-        .filter(|n| prefixes.iter().any(|p| hit(n, p)))
-        .cloned()
-        .collect();
+    let mut frozen = Vec::new();
+    for n in &names {
+        let mut f = false;
+        for p in prefixes {
+            f |= frozen_by(n, p)?;
+        }
+        if f {
+            frozen.push(n.clone());
+        }
+    }
     ensure!(
         frozen.len() < names.len(),
         "--freeze {} freezes every parameter: nothing would train",
         prefixes.join(",")
     );
     Ok(frozen)
+}
+
+/// Each parameter's learning-rate multiplier: `head_lr / lr` for the task
+/// head, `layer_decay^(L + 1 − depth)` for the rest (depth 0 = embeddings,
+/// i + 1 = layer i, L + 1 = after the last layer), as in BEiT/ELECTRA's
+/// layer-wise decay. Empty when every multiplier is 1.
+pub fn lr_scales(model: &dyn Model, opt: &super::optimizer::OptimizerConfig) -> Result<Vec<(String, f32)>> {
+    let decay = opt.layer_decay;
+    ensure!(
+        decay > 0.0 && decay <= 1.0,
+        "--layer-decay must be in (0, 1] (1 = the same rate for every layer), got {decay}"
+    );
+    if let Some(h) = opt.head_lr {
+        ensure!(
+            h.is_finite() && h >= 0.0,
+            "--head-lr must be a finite rate ≥ 0, got {h}"
+        );
+        ensure!(
+            !model.head_prefixes().is_empty(),
+            "--head-lr: this {} has no separate task head",
+            model.architecture()
+        );
+    }
+    if decay == 1.0 && opt.head_lr.is_none() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = crate::model::param_shapes(model)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let layers = crate::model::layer_count(&names);
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let s = if crate::model::is_head(model, &n) {
+                opt.head_lr.map_or(1.0, |h| h / opt.lr.max(f32::MIN_POSITIVE))
+            } else {
+                let d = crate::model::layer_depth(&n, layers);
+                decay.powi((layers + 1 - d.min(layers + 1)) as i32)
+            };
+            (n, s)
+        })
+        .collect())
 }

@@ -29,6 +29,27 @@ pub struct TrainerOptions {
     /// Seed of the dropout masks (with the micro-batch counter, see
     /// `crate::ops::dropout`).
     pub seed: u64,
+    /// Distillation: a frozen teacher run forward-only on each micro-batch,
+    /// its logits copied into the model's `teacher_logits` input.
+    pub teacher: Option<Arc<TeacherSpec>>,
+}
+
+/// A teacher model and its parameters (host copies, uploaded once).
+#[derive(Debug)]
+pub struct TeacherSpec {
+    pub model: Arc<dyn Model>,
+    pub params: crate::model::HostParams,
+}
+
+/// The teacher on the GPU: its forward graph, which of the batch's
+/// staged inputs it reads (index into the layout, its input tensor), and
+/// its logits.
+struct Teacher {
+    exec: Executor,
+    inputs: Vec<(usize, Tensor)>,
+    logits: Tensor,
+    /// The student graph's `teacher_logits` input.
+    target: Tensor,
 }
 
 impl Default for TrainerOptions {
@@ -38,6 +59,7 @@ impl Default for TrainerOptions {
             attention: AttentionImpl::default(),
             frozen: Vec::new(),
             seed: 0,
+            teacher: None,
         }
     }
 }
@@ -67,6 +89,7 @@ pub struct Trainer {
     /// Optimizer steps completed.
     pub step: u64,
     eval: Option<Evaluator>,
+    teacher: Option<Teacher>,
 }
 
 /// Loss and gradient norm of one step, once read back.
@@ -160,9 +183,49 @@ impl Trainer {
         let layout = layout.as_slice();
         let shapes = model::param_shapes(model.as_ref())?;
         let params = model::upload_params(gpu, &shapes, init)?;
+        // The teacher's forward graph on the same batch layout (the inputs
+        // it takes; never labels, so it computes no loss).
+        let teacher_built = match &options.teacher {
+            None => None,
+            Some(t) => {
+                let wanted: Vec<String> = t
+                    .model
+                    .input_specs(model::Dims { batch: 1, seq: 1 })
+                    .into_iter()
+                    .map(|s| s.name)
+                    .filter(|n| !matches!(n.as_str(), "labels" | "targets"))
+                    .collect();
+                let tl: Vec<InputSpec> = layout
+                    .iter()
+                    .filter(|s| wanted.contains(&s.name))
+                    .cloned()
+                    .collect();
+                let built = model::build(
+                    t.model.as_ref(),
+                    &tl,
+                    &BuildOptions {
+                        keep: vec!["logits".into()],
+                        attention: options.attention,
+                        ..Default::default()
+                    },
+                )
+                .context("building the teacher's forward graph")?;
+                let logits = built.output("logits")?;
+                let shape = built.graph.shape(logits).to_vec();
+                Some((t.clone(), tl, built, logits, shape))
+            }
+        };
+        let mut student_layout = layout.to_vec();
+        if let Some((_, _, _, _, shape)) = &teacher_built {
+            student_layout.push(InputSpec::new(
+                crate::model::distill::TEACHER_LOGITS,
+                shape,
+                DType::F32,
+            ));
+        }
         let built = model::build(
             model.as_ref(),
-            layout,
+            &student_layout,
             &BuildOptions {
                 training: true,
                 keep: Vec::new(),
@@ -183,9 +246,15 @@ impl Trainer {
         let exec =
             Executor::new(gpu, built.graph, &params).context("building the training graph")?;
         let grads = exec.param_grads();
-        let mut opt = AdamW::new(gpu, opt_cfg, &params, &grads, &|n: &str| {
-            decay.get(n).copied().unwrap_or(false)
-        })?;
+        let scales = super::session::lr_scales(model.as_ref(), opt_cfg)?;
+        let mut opt = AdamW::new(
+            gpu,
+            opt_cfg,
+            &params,
+            &grads,
+            &|n: &str| decay.get(n).copied().unwrap_or(false),
+            &scales,
+        )?;
         let staged = (0..options.grad_accum)
             .map(|_| {
                 layout
@@ -194,6 +263,29 @@ impl Trainer {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
+        let teacher = match teacher_built {
+            None => None,
+            Some((spec, tl, built, logits, _)) => {
+                let tshapes = model::param_shapes(spec.model.as_ref())?;
+                let tparams = model::upload_params(gpu, &tshapes, &spec.params)?;
+                let texec = Executor::new(gpu, built.graph, &tparams)
+                    .context("building the teacher's forward graph")?;
+                let inputs = tl
+                    .iter()
+                    .map(|s| {
+                        let k = layout.iter().position(|l| l.name == s.name).expect("from layout");
+                        Ok((k, texec.named(&s.name)?.clone()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let logits = texec.tensor(logits).expect("kept").clone();
+                Some(Teacher {
+                    target: exec.named(crate::model::distill::TEACHER_LOGITS)?.clone(),
+                    exec: texec,
+                    inputs,
+                    logits,
+                })
+            }
+        };
         let per = losses.len() + metrics.len();
         let scalars = options.grad_accum * per;
         let guard_words = crate::kernels::guard::STATE_WORDS;
@@ -224,6 +316,7 @@ impl Trainer {
             rng,
             step: 0,
             eval: None,
+            teacher,
         })
     }
 
@@ -325,6 +418,26 @@ impl Trainer {
                     input.buffer(),
                     input.offset(),
                     stage.bytes(),
+                );
+            }
+            if let Some(t) = &self.teacher {
+                for (k, input) in &t.inputs {
+                    let stage = &staged[*k].0;
+                    enc.copy_buffer_to_buffer(
+                        stage.buffer(),
+                        stage.offset(),
+                        input.buffer(),
+                        input.offset(),
+                        stage.bytes(),
+                    );
+                }
+                t.exec.encode(&mut enc);
+                enc.copy_buffer_to_buffer(
+                    t.logits.buffer(),
+                    t.logits.offset(),
+                    t.target.buffer(),
+                    t.target.offset(),
+                    t.logits.bytes(),
                 );
             }
             self.exec.encode(&mut enc);

@@ -118,11 +118,30 @@ impl RunConfig {
             t.keep_checkpoints >= 1,
             "--keep-checkpoints (train.keep_checkpoints) must be at least 1, got 0"
         );
+        ensure!(
+            !t.scratch || t.init_from.is_some(),
+            "--scratch (train.scratch) takes the architecture and tokenizer of a checkpoint: \
+             give it with --from (train.init_from)"
+        );
+        ensure!(
+            (t.patience == 0 && !t.keep_best) || t.eval_every > 0,
+            "--patience and --keep-best compare evaluations: set --eval-every (train.eval_every) \
+             above 0"
+        );
         let d = &self.data;
         ensure!(
             d.val_fraction.is_finite() && (0.0..1.0).contains(&d.val_fraction),
             "--val-fraction (data.val_fraction) must be in [0, 1), got {}",
             d.val_fraction
+        );
+        ensure!(
+            d.test_fraction.is_finite()
+                && (0.0..1.0).contains(&d.test_fraction)
+                && d.test_fraction + d.val_fraction < 1.0,
+            "--test-fraction (data.test_fraction) must be in [0, 1) and leave training data with \
+             --val-fraction {}, got {}",
+            d.val_fraction,
+            d.test_fraction
         );
         let o = &self.optimizer;
         ensure!(
@@ -178,9 +197,10 @@ impl RunConfig {
         }
         if let Some(o) = &m.objective {
             ensure!(
-                arch == "gin",
-                "--objective {o} (model.objective) chooses a graph model's task; {arch} has one \
-                 objective (drop --objective, or use --model gin)"
+                arch == "gin" || (matches!(arch, "gpt2" | "gpt" | "bert") && o == "classify"),
+                "--objective {o} (model.objective) chooses a graph model's task (attr-mask, \
+                 regression) or a text model's (classify: labelled text); {arch} has no objective \
+                 {o:?}"
             );
         }
         ensure!(

@@ -1,0 +1,110 @@
+//! The model a fine-tuning run trains: a pretrained checkpoint's backbone
+//! (its `config.json`, Kiln's or one saved by Hugging Face) with the head
+//! the labelled data asks for, as `AutoModelFor….from_pretrained(dir,
+//! num_labels=…)` builds it: `BertForSequenceClassification`,
+//! `GPT2ForSequenceClassification`, `ViTForImageClassification` with the
+//! data's classes, the GIN's regression head.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Result};
+
+use super::heads::ClassHead;
+use super::{bert, gin, gpt2, vit, Model, ModelDims};
+
+/// `pre`: the checkpoint's config.json; `d`: what the data decides
+/// (vocabulary of the tokenizer, classes, image size, graph features);
+/// `seq`: the sequence length of the batches.
+pub fn for_finetune(
+    pre: &serde_json::Value,
+    d: &ModelDims,
+    seq: usize,
+) -> Result<Arc<dyn Model>> {
+    let ty = pre
+        .get("model_type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("gpt2");
+    let head = || ClassHead::new(d.labels.clone());
+    let vocab = |have: usize| -> Result<()> {
+        ensure!(
+            have == d.vocab_size,
+            "the checkpoint's vocabulary has {have} tokens and the tokenizer {}: use the \
+             tokenizer saved with the checkpoint",
+            d.vocab_size
+        );
+        Ok(())
+    };
+    let context = |have: usize| -> Result<()> {
+        ensure!(
+            seq <= have,
+            "--seq {seq} is longer than the checkpoint's {have} positions: pass --seq {have} or less"
+        );
+        Ok(())
+    };
+    match ty {
+        "bert" => {
+            let cfg = bert::Bert::from_config_json(pre)?.cfg;
+            vocab(cfg.vocab_size)?;
+            context(cfg.max_position_embeddings)?;
+            Ok(Arc::new(bert::Bert::classifier(cfg, head()?)?))
+        }
+        "gpt2" => {
+            let cfg = gpt2::Gpt2::from_config_json(pre)?.cfg;
+            vocab(cfg.vocab_size)?;
+            context(cfg.n_positions)?;
+            Ok(Arc::new(gpt2::Gpt2::classifier(cfg, head()?, d.pad)?))
+        }
+        "vit" => {
+            let im = d
+                .image
+                .ok_or_else(|| anyhow!("a ViT fine-tunes on images; the data has none"))?;
+            let mut v = pre.clone();
+            for k in ["id2label", "label2id", "num_labels", "problem_type"] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove(k);
+                }
+            }
+            v["architectures"] = serde_json::json!(["ViTForImageClassification"]);
+            head()?.write_config(&mut v);
+            let m = vit::Vit::from_config_json(&v)?;
+            ensure!(
+                m.cfg.image_size == im.size && m.cfg.num_channels == im.channels,
+                "the checkpoint takes {0}×{0} images with {1} channel(s); the data's are {2}×{2} \
+                 with {3}",
+                m.cfg.image_size,
+                m.cfg.num_channels,
+                im.size,
+                im.channels
+            );
+            Ok(Arc::new(m))
+        }
+        "gin" => {
+            let pre_cfg = gin::Gin::from_config_json(pre)?.cfg;
+            let mut c = d
+                .graph
+                .clone()
+                .ok_or_else(|| anyhow!("a GIN fine-tunes on molecules; the data has none"))?;
+            ensure!(
+                c.atom_vocab_sizes == pre_cfg.atom_vocab_sizes
+                    && c.bond_vocab_sizes == pre_cfg.bond_vocab_sizes,
+                "the checkpoint's feature vocabularies ({:?}, {:?}) differ from the data's ({:?}, \
+                 {:?})",
+                pre_cfg.atom_vocab_sizes,
+                pre_cfg.bond_vocab_sizes,
+                c.atom_vocab_sizes,
+                c.bond_vocab_sizes
+            );
+            c.hidden_size = pre_cfg.hidden_size;
+            c.num_layers = pre_cfg.num_layers;
+            Ok(Arc::new(gin::Gin::new(c)?))
+        }
+        "clip" => bail!(
+            "fine-tuning a CLIP checkpoint is not available yet: Kiln has no \
+             CLIPForImageClassification head (use its image tower's features through `kiln \
+             zero-shot`, or fine-tune a ViT)"
+        ),
+        other => bail!(
+            "the checkpoint is a {other:?} model; Kiln fine-tunes gpt2, bert, vit and gin"
+        ),
+    }
+}
