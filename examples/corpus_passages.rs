@@ -25,8 +25,12 @@ fn main() -> anyhow::Result<()> {
     let mut pretrain = String::new();
     for name in corpora {
         let path = src.join(format!("{name}.txt"));
-        let text = fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {e} (is ../shared/data beside the checkout?)", path.display()))?;
+        let text = fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (is ../shared/data beside the checkout?)",
+                path.display()
+            )
+        })?;
         let cut = text.floor_char_boundary(text.len() * 9 / 10);
         pretrain.push_str(&text[..cut]);
         pretrain.push('\n');
@@ -41,7 +45,10 @@ fn main() -> anyhow::Result<()> {
             let p = tail[k * stride..k * stride + words].join(" ");
             fs::write(dir.join(format!("{k:04}.txt")), p)?;
         }
-        println!("{name}: {n} passages of {words} words; {} bytes for pretraining", cut);
+        println!(
+            "{name}: {n} passages of {words} words; {} bytes for pretraining",
+            cut
+        );
     }
     fs::write(out.join("pretrain.txt"), &pretrain)?;
     let mut w: Vec<&str> = pretrain.split_whitespace().collect();

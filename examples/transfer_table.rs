@@ -7,6 +7,9 @@
 //! table and draws it against the fraction as an SVG chart.
 //!
 //!     cargo run --release --example transfer_table -- runs/gin-transfer test_mae "TPSA MAE (Å²)"
+//!
+//! A fourth argument `per-class` reads the middle part as labelled
+//! examples per class instead of a fraction of the labels.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +42,24 @@ fn main() -> Result<()> {
         _ => bail!("usage: transfer_table <runs folder> <metric key> [axis label]"),
     };
     let label = args.get(2).cloned().unwrap_or_else(|| key.to_string());
+    let per_class = args.get(3).is_some_and(|a| a == "per-class");
+    // Column heading and chart position of a run name's middle part.
+    let column = |f: &str| {
+        let x = f.parse::<f64>().unwrap_or(0.0);
+        if per_class {
+            format!("{x} labels per class")
+        } else {
+            format!("{}% of labels", x * 100.0)
+        }
+    };
+    let position = |f: &str| {
+        let x = f.parse::<f64>().unwrap_or(1.0);
+        if per_class {
+            x.log10()
+        } else {
+            (x * 100.0).log10()
+        }
+    };
     // row -> fraction (as text, for exact grouping) -> values over seeds.
     let mut cells: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     let mut baseline = Vec::new();
@@ -93,7 +114,7 @@ fn main() -> Result<()> {
     let mut table = format!("| {label} | ");
     table += &fractions
         .iter()
-        .map(|f| format!("{}% of labels", f.parse::<f64>().unwrap_or(0.0) * 100.0))
+        .map(|f| column(f))
         .collect::<Vec<_>>()
         .join(" | ");
     table += " |\n|---|";
@@ -108,8 +129,7 @@ fn main() -> Result<()> {
                 Some(xs) => {
                     let (m, s) = mean_std(xs);
                     table += &format!(" {m:.2} ± {s:.2} (n={}) |", xs.len());
-                    let pct = f.parse::<f64>().unwrap_or(1.0) * 100.0;
-                    points.push((pct.log10(), m));
+                    points.push((position(f), m));
                 }
                 None => table += " — |",
             }
@@ -137,7 +157,11 @@ fn main() -> Result<()> {
     write_line_chart(
         &chart,
         &format!("{label}: mean over seeds"),
-        "log10(% of training labels)",
+        if per_class {
+            "log10(labelled examples per class)"
+        } else {
+            "log10(% of training labels)"
+        },
         &label,
         &series,
         &hlines,

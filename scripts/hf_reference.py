@@ -361,7 +361,37 @@ def distill_case(out_dir, name, seed, alpha, tau):
                meta={"alpha": alpha, "tau": tau})
 
 
+def bert_pretrained_case(out_dir, name, seed):
+    """A BertForMaskedLM and its WordPiece tokenizer as Hugging Face saves
+    them (model.save_pretrained + BertTokenizerFast.save_pretrained), for
+    the test that `kiln finetune` trains a head on such a checkpoint. The
+    weights are random: the test checks loading and training, not quality."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    words = ["red", "green", "blue", "apple", "river", "stone", "cloud", "quick", "slow", "bright"]
+    corpus = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12)) for i in range(200)]
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(corpus, vocab_size=120, min_frequency=1)
+    d = os.path.join(out_dir, name)
+    os.makedirs(d, exist_ok=True)
+    tok = BertTokenizerFast(
+        tokenizer_object=wp._tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+        cls_token="[CLS]", mask_token="[MASK]",
+    )
+    tok.save_pretrained(d)
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id,
+    )
+    BertForMaskedLM(cfg).save_pretrained(d, safe_serialization=True)
+    print(f"{name}: BertForMaskedLM, vocab {len(tok)} -> {d}")
+
+
 CASES = {
+    "bert_pretrained": lambda out: bert_pretrained_case(out, "bert_pretrained", 15),
     "bert_seqcls": lambda out: bert_seqcls_case(out, "bert_seqcls", 11, 3, [0, 4, 1, 0]),
     "bert_regress": lambda out: bert_seqcls_case(out, "bert_regress", 12, 1, [2, 0, 0, 5]),
     "gpt2_seqcls": lambda out: gpt2_seqcls_case(out, "gpt2_seqcls", 13, 4),

@@ -87,6 +87,10 @@ struct FinetuneArgs {
     /// Keep the best evaluation's model in OUT/best and report the test set with it.
     #[arg(long)]
     keep_best: bool,
+    /// The checkpoint is a classifier with another number of classes:
+    /// train a new head in place of its own.
+    #[arg(long)]
+    replace_head: bool,
     /// Labelled text: at most this many training examples per class.
     #[arg(long)]
     per_class: Option<usize>,
@@ -550,6 +554,10 @@ fn finetune(f: FinetuneArgs) -> Result<()> {
         if f.keep_best {
             c.train.keep_best = true;
             set("train.keep_best");
+        }
+        if f.replace_head {
+            c.train.replace_head = true;
+            set("train.replace_head");
         }
         if let Some(v) = f.per_class {
             c.data.per_class = v;

@@ -18,14 +18,14 @@ use std::sync::OnceLock;
 use kiln::data::Batch;
 use kiln::graph::AttentionImpl;
 use kiln::io::checkpoint::{load_safetensors, NamedTensor, TensorData};
+use kiln::model::distill::Distilled;
+use kiln::model::Model;
 use kiln::runtime::{Gpu, GpuOptions, LimitsPolicy};
 use kiln::train::checkpoint::load_model;
 use kiln::train::grads::grads_pass;
 use kiln::train::infer::Inference;
 use kiln::train::trainer::TeacherSpec;
 use kiln::train::{OptimizerConfig, Trainer, TrainerOptions};
-use kiln::model::distill::Distilled;
-use kiln::model::Model;
 use std::sync::Arc;
 
 fn gpu() -> &'static Gpu {

@@ -195,7 +195,7 @@ fn attribute_masking_resumes_bit_exactly_and_fine_tuning_starts_from_it() {
         kiln::objective::build_model(&ft, &kiln::objective::prepare(&ft, None).unwrap()).unwrap();
     let mut init = init_params(m.as_ref(), ft.train.seed).unwrap();
     let fresh = init.clone();
-    let note = init_from_checkpoint(m.as_ref(), &mut init, &a).unwrap();
+    let note = init_from_checkpoint(m.as_ref(), &mut init, &a, false).unwrap();
     assert!(
         note.contains("new: graph_head.weight, graph_head.bias"),
         "{note}"

@@ -133,15 +133,17 @@ fn read_table(path: &Path) -> Result<LabelledTexts> {
         head.iter()
             .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
     };
-    let (text_col, label_col, rows): (usize, usize, Vec<(usize, &str)>) =
-        match (find(&["text", "sentence", "review"]), find(&["label", "class"])) {
-            (Some(t), Some(l)) => (t, l, lines.collect()),
-            _ => {
-                let mut all = vec![(0, first)];
-                all.extend(lines);
-                (0, head.len().max(2) - 1, all)
-            }
-        };
+    let (text_col, label_col, rows): (usize, usize, Vec<(usize, &str)>) = match (
+        find(&["text", "sentence", "review"]),
+        find(&["label", "class"]),
+    ) {
+        (Some(t), Some(l)) => (t, l, lines.collect()),
+        _ => {
+            let mut all = vec![(0, first)];
+            all.extend(lines);
+            (0, head.len().max(2) - 1, all)
+        }
+    };
     let mut pairs = Vec::new();
     let mut out = LabelledTexts::default();
     for (n, line) in rows {
@@ -391,9 +393,11 @@ impl TextClassification {
             .with_i32("input_ids", &[b, t], ids)
             .with_i32("labels", &[b], labels);
         match self.style {
-            TextStyle::Bert => out
-                .with_i32("attention_mask", &[b, t], mask)
-                .with_i32("token_type_ids", &[b, t], vec![0; b * t]),
+            TextStyle::Bert => out.with_i32("attention_mask", &[b, t], mask).with_i32(
+                "token_type_ids",
+                &[b, t],
+                vec![0; b * t],
+            ),
             TextStyle::Gpt => out.with_i32("pool_index", &[b], at),
         }
     }
@@ -461,7 +465,10 @@ mod tests {
     #[test]
     fn folders_tables_and_their_errors() {
         let d = tmp("folders");
-        for (c, texts) in [("neg", ["bad", "awful", ""]), ("pos", ["good", "fine", "great"])] {
+        for (c, texts) in [
+            ("neg", ["bad", "awful", ""]),
+            ("pos", ["good", "fine", "great"]),
+        ] {
             fs::create_dir_all(d.join(c)).unwrap();
             for (i, t) in texts.iter().enumerate() {
                 fs::write(d.join(c).join(format!("{i}.txt")), t).unwrap();
@@ -476,7 +483,11 @@ mod tests {
         let csv = d.join("x.csv");
         fs::write(&csv, "label,text\n1,\"a, b\"\n0,c\n10,d\n1,e\nbroken\n").unwrap();
         let t = read_labelled_texts(&csv).unwrap();
-        assert_eq!(t.classes, ["0", "1", "10"], "numeric labels sort as numbers");
+        assert_eq!(
+            t.classes,
+            ["0", "1", "10"],
+            "numeric labels sort as numbers"
+        );
         assert_eq!(t.texts, ["a, b", "c", "d", "e"]);
         assert_eq!(t.labels, [1, 0, 2, 1]);
         assert_eq!(t.skipped.len(), 1);
@@ -489,7 +500,9 @@ mod tests {
         fs::write(&one, "a,x\nb,x\n").unwrap();
         let e = read_labelled_texts(&one).unwrap_err().to_string();
         assert!(e.contains("at least two"), "{e}");
-        let e = read_labelled_texts(&d.join("nope")).unwrap_err().to_string();
+        let e = read_labelled_texts(&d.join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
         let flat = tmp("flat");
         fs::write(flat.join("a.txt"), "x").unwrap();
@@ -507,7 +520,11 @@ mod tests {
         let mut all: Vec<usize> = [s.train.clone(), s.val.clone(), s.test.clone()].concat();
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), 300, "the splits are disjoint and cover everything");
+        assert_eq!(
+            all.len(),
+            300,
+            "the splits are disjoint and cover everything"
+        );
         let a = label_subset(&s.train, &labels, 3, 50, 1.0, 1).unwrap();
         let b = label_subset(&s.train, &labels, 3, 50, 1.0, 2).unwrap();
         assert_eq!(a.len(), 150);
@@ -517,7 +534,10 @@ mod tests {
             c
         });
         assert_eq!(counts, [50; 3]);
-        assert_eq!(label_subset(&s.train, &labels, 3, 0, 0.1, 1).unwrap().len(), 21);
+        assert_eq!(
+            label_subset(&s.train, &labels, 3, 0, 0.1, 1).unwrap().len(),
+            21
+        );
     }
 
     #[test]
@@ -533,14 +553,25 @@ mod tests {
             val: vec![2],
             test: vec![],
         };
-        let src =
-            TextClassification::new(&data, &ByteTokenizer, TextStyle::Gpt, s, vec![0, 1, 2], 7, 2, 8)
-                .unwrap();
+        let src = TextClassification::new(
+            &data,
+            &ByteTokenizer,
+            TextStyle::Gpt,
+            s,
+            vec![0, 1, 2],
+            7,
+            2,
+            8,
+        )
+        .unwrap();
         assert_eq!(src.truncated, 1);
         let b = src.batch_of(&[Some(0), Some(1)]);
         assert_eq!(b.i32("pool_index").unwrap(), [4, 7]);
         assert_eq!(b.i32("labels").unwrap(), [0, 1]);
-        assert_eq!(&b.i32("input_ids").unwrap()[..6], &[104, 101, 108, 108, 111, 0]);
+        assert_eq!(
+            &b.i32("input_ids").unwrap()[..6],
+            &[104, 101, 108, 108, 111, 0]
+        );
         let v = src.val_batches(10).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].i32("labels").unwrap(), [1, -100]);

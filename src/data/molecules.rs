@@ -206,7 +206,10 @@ impl Delimiter {
 /// Split one line into trimmed fields. Comma and tab fields may be
 /// double-quoted (`""` inside quotes is a quote); whitespace fields lose a
 /// surrounding pair of quotes.
-pub(crate) fn split_fields(line: &str, delim: Delimiter) -> std::result::Result<Vec<String>, String> {
+pub(crate) fn split_fields(
+    line: &str,
+    delim: Delimiter,
+) -> std::result::Result<Vec<String>, String> {
     let sep = match delim {
         Delimiter::Whitespace => {
             return Ok(line

@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::heads::ClassHead;
 use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
-use super::heads::ClassHead;
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
 use crate::graph::{Graph, Init, TensorId};
@@ -204,11 +204,25 @@ impl Bert {
         let b = g.shape(x)[0];
         let cls = g.slice(x, 1, 0, 1)?;
         let cls = g.reshape(cls, &[b, h])?;
-        let pooler = Linear::new(g, &Vb::root().pp("bert").pp("pooler").pp("dense"), h, h, true, std)?;
+        let pooler = Linear::new(
+            g,
+            &Vb::root().pp("bert").pp("pooler").pp("dense"),
+            h,
+            h,
+            true,
+            std,
+        )?;
         let pooled = pooler.forward(g, cls)?;
         let pooled = g.activation(pooled, Activation::Tanh);
         let pooled = g.dropout(pooled, c.hidden_dropout_prob)?;
-        let classifier = Linear::new(g, &Vb::root().pp("classifier"), h, head.num_labels(), true, std)?;
+        let classifier = Linear::new(
+            g,
+            &Vb::root().pp("classifier"),
+            h,
+            head.num_labels(),
+            true,
+            std,
+        )?;
         let logits = classifier.forward(g, pooled)?;
         head.outputs(g, logits, labels)
     }

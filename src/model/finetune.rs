@@ -15,11 +15,7 @@ use super::{bert, gin, gpt2, vit, Model, ModelDims};
 /// `pre`: the checkpoint's config.json; `d`: what the data decides
 /// (vocabulary of the tokenizer, classes, image size, graph features);
 /// `seq`: the sequence length of the batches.
-pub fn for_finetune(
-    pre: &serde_json::Value,
-    d: &ModelDims,
-    seq: usize,
-) -> Result<Arc<dyn Model>> {
+pub fn for_finetune(pre: &serde_json::Value, d: &ModelDims, seq: usize) -> Result<Arc<dyn Model>> {
     let ty = pre
         .get("model_type")
         .and_then(|t| t.as_str())
@@ -46,12 +42,20 @@ pub fn for_finetune(
             let cfg = bert::Bert::from_config_json(pre)?.cfg;
             vocab(cfg.vocab_size)?;
             context(cfg.max_position_embeddings)?;
+            if d.labels.is_empty() {
+                // No labels: more masked-LM pretraining from the checkpoint.
+                return Ok(Arc::new(bert::Bert::new(cfg)?));
+            }
             Ok(Arc::new(bert::Bert::classifier(cfg, head()?)?))
         }
         "gpt2" => {
             let cfg = gpt2::Gpt2::from_config_json(pre)?.cfg;
             vocab(cfg.vocab_size)?;
             context(cfg.n_positions)?;
+            if d.labels.is_empty() {
+                // No labels: more causal-LM training from the checkpoint.
+                return Ok(Arc::new(gpt2::Gpt2::new(cfg)?));
+            }
             Ok(Arc::new(gpt2::Gpt2::classifier(cfg, head()?, d.pad)?))
         }
         "vit" => {
@@ -103,8 +107,8 @@ pub fn for_finetune(
              CLIPForImageClassification head (use its image tower's features through `kiln \
              zero-shot`, or fine-tune a ViT)"
         ),
-        other => bail!(
-            "the checkpoint is a {other:?} model; Kiln fine-tunes gpt2, bert, vit and gin"
-        ),
+        other => {
+            bail!("the checkpoint is a {other:?} model; Kiln fine-tunes gpt2, bert, vit and gin")
+        }
     }
 }

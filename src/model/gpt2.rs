@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::heads::ClassHead;
+use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
@@ -247,10 +247,7 @@ impl Gpt2 {
         ids.chunks(t)
             .map(|row| match self.pad_token_id {
                 None => t as i32 - 1,
-                Some(p) => row
-                    .iter()
-                    .rposition(|&x| x as i64 != p)
-                    .unwrap_or(0) as i32,
+                Some(p) => row.iter().rposition(|&x| x as i64 != p).unwrap_or(0) as i32,
             })
             .collect()
     }
@@ -312,7 +309,10 @@ impl Model for Gpt2 {
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
         let ids = InputSpec::new("input_ids", &[d.batch, d.seq], DType::I32);
         match &self.classify {
-            None => vec![ids, InputSpec::new("targets", &[d.batch, d.seq], DType::I32)],
+            None => vec![
+                ids,
+                InputSpec::new("targets", &[d.batch, d.seq], DType::I32),
+            ],
             Some(h) => vec![
                 ids,
                 h.label_spec(d.batch),
@@ -425,7 +425,11 @@ impl Model for Gpt2 {
                 batch.insert(NamedTensor::i32("pool_index", vec![shape[0]], at));
             }
             let at = batch.i32("pool_index")?;
-            if let Some((i, bad)) = at.iter().enumerate().find(|(_, p)| !(0..cols as i32).contains(*p)) {
+            if let Some((i, bad)) = at
+                .iter()
+                .enumerate()
+                .find(|(_, p)| !(0..cols as i32).contains(*p))
+            {
                 bail!("pool_index[{i}] = {bad} lies outside the sequence [0, {cols})");
             }
             return Ok(());

@@ -8,9 +8,9 @@
 //! implementation of [`Model`], and a line in [`from_config_json`].
 
 pub mod bert;
-pub mod finetune;
 pub mod clip;
 pub mod distill;
+pub mod finetune;
 pub mod gin;
 pub mod gpt2;
 pub mod heads;
@@ -155,7 +155,10 @@ pub fn names_architecture(v: &serde_json::Value, class: &str) -> bool {
 
 /// Whether parameter `name` belongs to `model`'s task head.
 pub fn is_head(model: &dyn Model, name: &str) -> bool {
-    model.head_prefixes().iter().any(|p| name.starts_with(p.as_str()))
+    model
+        .head_prefixes()
+        .iter()
+        .any(|p| name.starts_with(p.as_str()))
 }
 
 /// The depth of a parameter for layer-wise learning rates and `--freeze

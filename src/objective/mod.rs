@@ -114,10 +114,7 @@ pub fn checkpoint_tokenizer(src: &Path) -> Result<Option<PathBuf>> {
             return Ok(Some(d));
         }
     }
-    Ok(dir
-        .join("tokenizer.json")
-        .is_file()
-        .then_some(dir))
+    Ok(dir.join("tokenizer.json").is_file().then_some(dir))
 }
 
 /// The model a fresh run of `cfg` trains on `data`: with `train.init_from`
@@ -130,12 +127,23 @@ pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
                 .with_context(|| format!("--init-from {}", src.display()))?;
             let path = dir.join(crate::train::checkpoint::CONFIG_FILE);
             let text = std::fs::read_to_string(&path).with_context(|| {
-                format!("--init-from {}: cannot read {}", src.display(), path.display())
+                format!(
+                    "--init-from {}: cannot read {}",
+                    src.display(),
+                    path.display()
+                )
             })?;
             let pre: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            let ty = pre.get("model_type").and_then(|t| t.as_str()).unwrap_or("gpt2");
-            let want = if cfg.model.arch == "gpt" { "gpt2" } else { cfg.model.arch.as_str() };
+            let ty = pre
+                .get("model_type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("gpt2");
+            let want = if cfg.model.arch == "gpt" {
+                "gpt2"
+            } else {
+                cfg.model.arch.as_str()
+            };
             ensure!(
                 ty == want,
                 "--init-from {}: the checkpoint is a {ty} model and this run trains {want}                  (`kiln finetune` takes the architecture from the checkpoint)",

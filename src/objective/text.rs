@@ -241,11 +241,17 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
     let data = read_labelled_texts(path)?;
     let fingerprint = DataFingerprint::of(&data.texts.join("\n"));
     let tok = match tok_dir {
-        Some(dir) => load_tokenizer(dir)
-            .with_context(|| format!("loading the checkpoint's tokenizer from {}", dir.display()))?,
+        Some(dir) => load_tokenizer(dir).with_context(|| {
+            format!("loading the checkpoint's tokenizer from {}", dir.display())
+        })?,
         None => tokenizer_by_name(&d.tokenizer, Some(&data.texts.join("\n")), d.bpe_vocab)?,
     };
-    let splits = split(&data.labels, data.classes.len(), d.val_fraction, d.test_fraction)?;
+    let splits = split(
+        &data.labels,
+        data.classes.len(),
+        d.val_fraction,
+        d.test_fraction,
+    )?;
     let t = &cfg.train;
     let train = label_subset(
         &splits.train,
@@ -279,8 +285,16 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
             data.skipped[0]
         ));
     }
-    let source =
-        TextClassification::new(&data, tok.as_ref(), style, splits, train, t.seed, t.batch, t.seq)?;
+    let source = TextClassification::new(
+        &data,
+        tok.as_ref(),
+        style,
+        splits,
+        train,
+        t.seed,
+        t.batch,
+        t.seq,
+    )?;
     if source.truncated > 0 {
         notes.push(format!(
             "{} of {} texts were cut to --seq {} tokens",

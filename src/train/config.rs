@@ -131,6 +131,9 @@ pub struct TrainSection {
     /// Keep the best evaluation's weights in `best/`, and report the test
     /// set with them.
     pub keep_best: bool,
+    /// With `init_from`: a task head whose number of labels differs from
+    /// the data's is replaced by a new one (otherwise an error).
+    pub replace_head: bool,
 }
 
 impl Default for TrainSection {
@@ -153,6 +156,7 @@ impl Default for TrainSection {
             scratch: false,
             patience: 0,
             keep_best: false,
+            replace_head: false,
         }
     }
 }

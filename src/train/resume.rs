@@ -66,6 +66,7 @@ pub const SETTINGS: &[Setting] = &[
     s("train.scratch", Some("--scratch"), true),
     s("train.patience", Some("--patience"), true),
     s("train.keep_best", Some("--keep-best"), false),
+    s("train.replace_head", Some("--replace-head"), true),
     s("optimizer.lr", Some("--lr"), true),
     s("optimizer.min_lr", Some("--min-lr"), true),
     s("optimizer.warmup_steps", Some("--warmup"), true),

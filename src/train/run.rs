@@ -162,7 +162,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             super::validate::check_model_size(m.as_ref())?;
             let mut init = crate::model::init_params(m.as_ref(), cfg.train.seed)?;
             if let Some(src) = cfg.train.init_from.as_ref().filter(|_| !cfg.train.scratch) {
-                let note = init_from_checkpoint(m.as_ref(), &mut init, src)?;
+                let note =
+                    init_from_checkpoint(m.as_ref(), &mut init, src, cfg.train.replace_head)?;
                 if !opts.quiet {
                     println!("kiln: {note}");
                 }
@@ -176,7 +177,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     let (model, teacher) = match &cfg.distill.teacher {
         None => (model, None),
         Some(t) => {
-            let tdir = ckpt_store::resolve(t).with_context(|| format!("--teacher {}", t.display()))?;
+            let tdir =
+                ckpt_store::resolve(t).with_context(|| format!("--teacher {}", t.display()))?;
             let (tm, tparams) = checkpoint::load_model(&tdir)
                 .with_context(|| format!("--teacher {}", t.display()))?;
             let d = &cfg.distill;
@@ -481,7 +483,8 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
     if let (true, false, Some(b)) = (t.keep_best, interrupted, &state.best) {
         if b.step != state.step {
             let best = ckpt_store::resolve(&out.join(run_dir::BEST_DIR))?;
-            let host = checkpoint::load_params_file(&best.join(checkpoint::MODEL_FILE), model.as_ref())?;
+            let host =
+                checkpoint::load_params_file(&best.join(checkpoint::MODEL_FILE), model.as_ref())?;
             for (name, data) in &host {
                 if let Some(p) = session.trainer.params.get(name) {
                     p.write_f32(gpu, data)?;
@@ -633,6 +636,7 @@ pub fn init_from_checkpoint(
     model: &dyn crate::model::Model,
     init: &mut crate::model::HostParams,
     src: &Path,
+    replace_head: bool,
 ) -> Result<String> {
     ensure!(
         src.exists(),
@@ -656,7 +660,16 @@ pub fn init_from_checkpoint(
         };
         let (want, have) = (&shapes[name], &pre_shapes[name]);
         if want != have && crate::model::is_head(model, name) {
-            // A task head with another number of labels: a new head.
+            // A task head with another number of labels: a new head, when
+            // asked (as Hugging Face's ignore_mismatched_sizes).
+            ensure!(
+                replace_head,
+                "--from {}: the checkpoint's head {name} is {have:?} ({} labels) and this data \
+                 has {} classes: pass --replace-head to train a new head in its place",
+                src.display(),
+                have.first().copied().unwrap_or(0),
+                want.first().copied().unwrap_or(0)
+            );
             replaced.push(format!("{name} {have:?} → {want:?}"));
             continue;
         }

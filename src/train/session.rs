@@ -274,7 +274,10 @@ pub fn frozen_names(model: &dyn Model, prefixes: &[String]) -> Result<Vec<String
 /// head, `layer_decay^(L + 1 − depth)` for the rest (depth 0 = embeddings,
 /// i + 1 = layer i, L + 1 = after the last layer), as in BEiT/ELECTRA's
 /// layer-wise decay. Empty when every multiplier is 1.
-pub fn lr_scales(model: &dyn Model, opt: &super::optimizer::OptimizerConfig) -> Result<Vec<(String, f32)>> {
+pub fn lr_scales(
+    model: &dyn Model,
+    opt: &super::optimizer::OptimizerConfig,
+) -> Result<Vec<(String, f32)>> {
     let decay = opt.layer_decay;
     ensure!(
         decay > 0.0 && decay <= 1.0,
@@ -303,7 +306,8 @@ pub fn lr_scales(model: &dyn Model, opt: &super::optimizer::OptimizerConfig) -> 
         .into_iter()
         .map(|n| {
             let s = if crate::model::is_head(model, &n) {
-                opt.head_lr.map_or(1.0, |h| h / opt.lr.max(f32::MIN_POSITIVE))
+                opt.head_lr
+                    .map_or(1.0, |h| h / opt.lr.max(f32::MIN_POSITIVE))
             } else {
                 let d = crate::model::layer_depth(&n, layers);
                 decay.powi((layers + 1 - d.min(layers + 1)) as i32)
@@ -311,4 +315,56 @@ pub fn lr_scales(model: &dyn Model, opt: &super::optimizer::OptimizerConfig) -> 
             (n, s)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod finetune_tests {
+    use super::*;
+    use crate::model::bert::{Bert, BertConfig};
+    use crate::model::heads::ClassHead;
+
+    fn classifier() -> Bert {
+        let cfg = BertConfig::new(50, 16, 3, 2, 12);
+        Bert::classifier(cfg, ClassHead::new(vec!["a".into(), "b".into()]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn freeze_layers_backbone_and_lr_scales_follow_depth() {
+        let m = classifier();
+        let f = frozen_names(&m, &["layers:1".into()]).unwrap();
+        assert!(f.iter().any(|n| n.starts_with("bert.embeddings.")));
+        assert!(f.iter().any(|n| n.starts_with("bert.encoder.layer.0.")));
+        assert!(!f.iter().any(|n| n.starts_with("bert.encoder.layer.1.")));
+        assert!(!f
+            .iter()
+            .any(|n| n.starts_with("classifier") || n.contains("pooler")));
+        let b = frozen_names(&m, &["backbone".into()]).unwrap();
+        assert!(b
+            .iter()
+            .all(|n| !n.starts_with("classifier") && !n.contains("pooler")));
+        assert!(b.iter().any(|n| n.starts_with("bert.encoder.layer.2.")));
+        let e = frozen_names(&m, &["layers:4".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has 3 layers"), "{e}");
+
+        let opt = crate::train::OptimizerConfig {
+            lr: 1e-3,
+            head_lr: Some(4e-3),
+            layer_decay: 0.5,
+            ..Default::default()
+        };
+        let s: std::collections::BTreeMap<String, f32> =
+            lr_scales(&m, &opt).unwrap().into_iter().collect();
+        assert_eq!(s["classifier.weight"], 4.0);
+        assert_eq!(s["bert.pooler.dense.weight"], 4.0);
+        assert_eq!(s["bert.encoder.layer.2.output.dense.weight"], 0.5);
+        assert_eq!(s["bert.encoder.layer.0.output.dense.weight"], 0.125);
+        assert_eq!(s["bert.embeddings.word_embeddings.weight"], 0.0625);
+        let bad = crate::train::OptimizerConfig {
+            layer_decay: 1.5,
+            ..Default::default()
+        };
+        assert!(lr_scales(&m, &bad).is_err());
+    }
 }

@@ -273,7 +273,10 @@ impl Trainer {
                 let inputs = tl
                     .iter()
                     .map(|s| {
-                        let k = layout.iter().position(|l| l.name == s.name).expect("from layout");
+                        let k = layout
+                            .iter()
+                            .position(|l| l.name == s.name)
+                            .expect("from layout");
                         Ok((k, texec.named(&s.name)?.clone()))
                     })
                     .collect::<Result<Vec<_>>>()?;
