@@ -390,7 +390,52 @@ def bert_pretrained_case(out_dir, name, seed):
     print(f"{name}: BertForMaskedLM, vocab {len(tok)} -> {d}")
 
 
+def vit_mim_case(out_dir, name, seed):
+    """ViTForMaskedImageModeling's parameters (mask token, 1x1-conv decoder
+    to each patch's pixels) with Kiln's objective: the mean squared error of
+    the masked patches' pixels (Hugging Face's own loss is L1). Exactly half
+    of each image's patches are masked (mask_ratio 0.5)."""
+    from transformers import ViTConfig, ViTForMaskedImageModeling
+
+    torch.manual_seed(seed)
+    image, patch, ch, h = 16, 4, 2, 16
+    cfg = ViTConfig(
+        hidden_size=h, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * h + 5,
+        image_size=image, patch_size=patch, num_channels=ch, encoder_stride=patch,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    model = ViTForMaskedImageModeling(cfg)
+    perturb(model)
+    with torch.no_grad():
+        model.vit.embeddings.mask_token.normal_(0, 0.5)
+        model.vit.embeddings.cls_token.normal_(0, 0.5)
+    b, n = 3, (image // patch) ** 2
+    pixels = torch.randn(b, ch, image, image)
+    masked = torch.zeros(b, n, dtype=torch.long)
+    for i in range(b):
+        masked[i, torch.randperm(n)[: n // 2]] = 1
+    batch = {"pixel_values": pixels, "bool_masked_pos": masked}
+
+    def patches(x):
+        g = image // patch
+        return x.reshape(b, ch, g, patch, g, patch).permute(0, 2, 4, 1, 3, 5).reshape(b, n, ch * patch * patch)
+
+    def loss_of(m, bt):
+        rec = m(pixel_values=bt["pixel_values"], bool_masked_pos=bt["bool_masked_pos"]).reconstruction
+        err = (patches(rec) - patches(bt["pixel_values"])) ** 2
+        w = bt["bool_masked_pos"].unsqueeze(-1).to(err.dtype)
+        return (err * w).sum() / (w.sum() * err.shape[-1])
+
+    def outputs_of(m, bt):
+        rec = m(pixel_values=bt["pixel_values"], bool_masked_pos=bt["bool_masked_pos"]).reconstruction
+        return {"reconstruction": patches(rec)}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
 CASES = {
+    "vit_mim": lambda out: vit_mim_case(out, "vit_mim", 16),
     "bert_pretrained": lambda out: bert_pretrained_case(out, "bert_pretrained", 15),
     "bert_seqcls": lambda out: bert_seqcls_case(out, "bert_seqcls", 11, 3, [0, 4, 1, 0]),
     "bert_regress": lambda out: bert_seqcls_case(out, "bert_regress", 12, 1, [2, 0, 0, 5]),

@@ -152,9 +152,14 @@ struct TrainArgs {
     #[arg(long)]
     model: Option<String>,
     /// gin: attr-mask (self-supervised pretraining, the default) or
-    /// regression (the data's numeric label columns).
+    /// regression (the data's numeric label columns); vit: masked-patch
+    /// (masked image modelling on unlabelled images); gpt2, bert: classify
+    /// (labelled text; what kiln finetune sets).
     #[arg(long)]
     objective: Option<String>,
+    /// vit --objective masked-patch: the fraction of each image's patches masked (default 0.5).
+    #[arg(long)]
+    mask_ratio: Option<f32>,
     /// Start from the weights of this run or model directory (fine-tuning):
     /// every parameter it shares with the new model by name is loaded (shapes
     /// must agree), the others (a new head) are initialised as usual.
@@ -692,6 +697,7 @@ fn train_with_gpu(
         sample_tokens => train.sample_tokens, keep_checkpoints => train.keep_checkpoints,
         layers => model.n_layer, heads => model.n_head, embd => model.n_embd, attention => model.attention,
         patch => model.patch_size, classes => data.classes, label_fraction => data.label_fraction,
+        mask_ratio => model.mask_ratio,
         lr => optimizer.lr, min_lr => optimizer.min_lr, warmup => optimizer.warmup_steps,
         weight_decay => optimizer.weight_decay, grad_clip => optimizer.grad_clip,
     );

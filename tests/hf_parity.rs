@@ -239,6 +239,12 @@ fn check_case(name: &str, attention: AttentionImpl) {
     }
 }
 
+/// ViTForMaskedImageModeling's weights with Kiln's masked-patch MSE.
+#[test]
+fn vit_masked_image_modeling_matches() {
+    check_case("vit_mim", AttentionImpl::Unfused);
+}
+
 #[test]
 fn sequence_classifiers_saved_by_hugging_face_match() {
     check_case("bert_seqcls", AttentionImpl::Unfused);

@@ -26,6 +26,7 @@ pub mod hf_tokenizer;
 pub mod images;
 pub mod labelled_text;
 pub mod loader;
+pub mod mim;
 pub mod mlm;
 pub mod molecules;
 pub mod molgraph;

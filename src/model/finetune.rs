@@ -63,7 +63,14 @@ pub fn for_finetune(pre: &serde_json::Value, d: &ModelDims, seq: usize) -> Resul
                 .image
                 .ok_or_else(|| anyhow!("a ViT fine-tunes on images; the data has none"))?;
             let mut v = pre.clone();
-            for k in ["id2label", "label2id", "num_labels", "problem_type"] {
+            for k in [
+                "id2label",
+                "label2id",
+                "num_labels",
+                "problem_type",
+                "encoder_stride",
+                "mask_ratio",
+            ] {
                 if let Some(o) = v.as_object_mut() {
                     o.remove(k);
                 }

@@ -21,6 +21,7 @@ use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
 use crate::data::{Batch, InputSpec};
 use crate::graph::{Graph, Init, TensorId};
+use crate::io::checkpoint::NamedTensor;
 use crate::ops::Activation;
 use crate::runtime::DType;
 
@@ -50,7 +51,20 @@ pub struct VitConfig {
     /// Class names by id (`id2label`); its size is num_labels.
     #[serde(default)]
     pub id2label: BTreeMap<String, String>,
+    /// Masked image modelling: the fraction of each image's patches masked
+    /// (a Kiln field; 0 for a classifier).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mask_ratio: f32,
 }
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
+/// Masked image modelling's architecture name (Hugging Face's class with
+/// the same parameters: `vit.embeddings.mask_token` and a 1×1-convolution
+/// decoder `decoder.0` to each patch's pixels).
+pub const MIM: &str = "ViTForMaskedImageModeling";
 
 fn gelu() -> String {
     "gelu".into()
@@ -99,6 +113,7 @@ impl VitConfig {
                 .enumerate()
                 .map(|(i, l)| (i.to_string(), l.clone()))
                 .collect(),
+            mask_ratio: 0.0,
         }
     }
 
@@ -175,30 +190,65 @@ fn with_labels(mut v: serde_json::Value) -> serde_json::Value {
 #[derive(Clone, Debug)]
 pub struct Vit {
     pub cfg: VitConfig,
+    /// Masked image modelling (self-supervised pretraining) instead of
+    /// classification: inputs `pixel_values` and `bool_masked_pos` [B, N]
+    /// (1 = masked), loss the mean squared error of the masked patches'
+    /// pixels (Hugging Face's class uses L1; the objective here is MAE's
+    /// MSE), output `reconstruction` [B, N, p·p·C].
+    pub mim: bool,
 }
 
 impl Vit {
     pub fn new(cfg: VitConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { cfg })
+        Ok(Self { cfg, mim: false })
+    }
+
+    /// The same encoder with the masked-image-modelling head.
+    pub fn masked_image_modeling(cfg: VitConfig) -> Result<Self> {
+        cfg.validate()?;
+        ensure!(
+            cfg.mask_ratio > 0.0 && cfg.mask_ratio < 1.0,
+            "masked image modelling: mask_ratio must be in (0, 1), got {}",
+            cfg.mask_ratio
+        );
+        Ok(Self { cfg, mim: true })
+    }
+
+    /// Patches masked per image.
+    pub fn masked_patches(&self) -> usize {
+        let n = self.cfg.num_patches();
+        ((self.cfg.mask_ratio * n as f32).round() as usize).clamp(1, n)
     }
 
     pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
-        if v.get("encoder_stride").is_some()
-            && v.get("use_mask_token").and_then(|x| x.as_bool()) == Some(true)
-        {
-            bail!(
-                "config.json asks for a mask token (masked image modelling); Kiln's ViT classifies"
-            );
-        }
         let cfg: VitConfig = serde_json::from_value(with_labels(v.clone()))
             .map_err(|e| anyhow!("config.json is not a valid ViT config: {e}"))?;
+        if super::names_architecture(v, MIM) {
+            let mut cfg = cfg;
+            if cfg.mask_ratio == 0.0 {
+                cfg.mask_ratio = 0.5;
+            }
+            return Self::masked_image_modeling(cfg);
+        }
         Self::new(cfg)
     }
 
     /// The encoder (`vit.*`): pixels [B, C, H, W] → final-normalised hidden
     /// states [B, 1 + N, H], the [CLS] state first.
     pub fn encode(&self, g: &mut Graph, pixels: TensorId) -> Result<TensorId> {
+        self.encode_masked(g, pixels, None)
+    }
+
+    /// [`Vit::encode`], with masked patches' embeddings replaced by the
+    /// mask token when `mask` = (keep, fill) [B, N, 1] (1 − m, m) is given:
+    /// x·(1 − m) + token·m, as Hugging Face's ViTEmbeddings does.
+    pub fn encode_masked(
+        &self,
+        g: &mut Graph,
+        pixels: TensorId,
+        mask: Option<(TensorId, TensorId)>,
+    ) -> Result<TensorId> {
         let c = &self.cfg;
         let s = g.shape(pixels).to_vec();
         ensure!(
@@ -230,7 +280,13 @@ impl Vit {
         // seen as [H, C·p·p].
         let patches = g.patchify(pixels, p)?;
         let w2 = g.reshape(w, &[h, ch * p * p])?;
-        let x = g.linear(patches, w2, Some(bias), true)?;
+        let mut x = g.linear(patches, w2, Some(bias), true)?;
+        if let Some((keep, fill)) = mask {
+            let token = e.param(g, "mask_token", &[1, 1, h], Init::Zeros)?;
+            let kept = g.mul(x, keep)?;
+            let filled = g.mul(fill, token)?;
+            x = g.add(kept, filled)?;
+        }
         let cls = g.broadcast_to(cls, &[b, 1, h])?;
         let x = g.concat(&[cls, x], 1)?;
         let x = g.add(x, pos)?;
@@ -261,15 +317,72 @@ impl Vit {
     }
 }
 
+impl Vit {
+    /// Masked image modelling: each patch token's state → its p·p·C pixels
+    /// through `decoder.0` (a 1×1 convolution, stored [p·p·C, H, 1, 1]; its
+    /// output channels in (c, ky, kx) order are what PixelShuffle places,
+    /// and what `patchify` makes of the target).
+    fn mim_forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
+        let c = &self.cfg;
+        let pixels = *inputs
+            .get("pixel_values")
+            .ok_or_else(|| anyhow!("ViT needs `pixel_values` (f32 [B, C, H, W])"))?;
+        let mask = match (inputs.get("patch_keep"), inputs.get("patch_fill")) {
+            (Some(&k), Some(&f)) => Some((k, f)),
+            _ => None,
+        };
+        let x = self.encode_masked(g, pixels, mask)?;
+        let n = c.num_patches();
+        let (h, pp) = (c.hidden_size, c.patch_size * c.patch_size * c.num_channels);
+        let tokens = g.slice(x, 1, 1, n)?;
+        let d = Vb::root().pp("decoder").pp(0);
+        let w = d.param(
+            g,
+            "weight",
+            &[pp, h, 1, 1],
+            Init::Normal(c.initializer_range),
+        )?;
+        let bias = d.param(g, "bias", &[pp], Init::Zeros)?;
+        let w = g.reshape(w, &[pp, h])?;
+        let pred = g.linear(tokens, w, Some(bias), true)?;
+        g.rename(pred, "reconstruction");
+        let mut out = Outputs::default();
+        out.tensors.insert("reconstruction".into(), pred);
+        if let Some((_, fill)) = mask {
+            // MSE over the masked patches only: both sides zeroed elsewhere,
+            // the mean over everything scaled by N / masked.
+            let target = g.patchify(pixels, c.patch_size)?;
+            let p = g.mul(pred, fill)?;
+            let t = g.mul(target, fill)?;
+            let loss = g.mse_loss(p, t)?;
+            let w = n as f32 / self.masked_patches() as f32;
+            out.losses.push(("loss".into(), loss, w));
+            out.tensors.insert("loss".into(), loss);
+        }
+        Ok(out)
+    }
+}
+
 impl Model for Vit {
     fn architecture(&self) -> &'static str {
-        "ViTForImageClassification"
+        if self.mim {
+            MIM
+        } else {
+            "ViTForImageClassification"
+        }
     }
 
     fn config_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(&self.cfg).expect("config serialises");
         v["model_type"] = "vit".into();
-        v["architectures"] = serde_json::json!(["ViTForImageClassification"]);
+        v["architectures"] = serde_json::json!([self.architecture()]);
+        if self.mim {
+            v["encoder_stride"] = self.cfg.patch_size.into();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("id2label");
+            }
+            return v;
+        }
         let label2id: serde_json::Map<String, serde_json::Value> = self
             .cfg
             .labels()
@@ -285,7 +398,11 @@ impl Model for Vit {
     }
 
     fn head_prefixes(&self) -> Vec<String> {
-        vec!["classifier.".into()]
+        if self.mim {
+            vec!["decoder.".into(), "vit.embeddings.mask_token".into()]
+        } else {
+            vec!["classifier.".into()]
+        }
     }
 
     fn describe(&self) -> String {
@@ -306,6 +423,19 @@ impl Model for Vit {
 
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
         let c = &self.cfg;
+        if self.mim {
+            let n = c.num_patches();
+            return vec![
+                InputSpec::new(
+                    "pixel_values",
+                    &[d.batch, c.num_channels, c.image_size, c.image_size],
+                    DType::F32,
+                ),
+                InputSpec::new("bool_masked_pos", &[d.batch, n], DType::I32),
+                InputSpec::new("patch_keep", &[d.batch, n, 1], DType::F32),
+                InputSpec::new("patch_fill", &[d.batch, n, 1], DType::F32),
+            ];
+        }
         let labels = if c.num_labels() == 1 {
             InputSpec::new("labels", &[d.batch], DType::F32)
         } else {
@@ -322,6 +452,9 @@ impl Model for Vit {
     }
 
     fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
+        if self.mim {
+            return self.mim_forward(g, inputs);
+        }
         let c = &self.cfg;
         let pixels = *inputs
             .get("pixel_values")
@@ -367,6 +500,36 @@ impl Model for Vit {
         let px = batch.f32("pixel_values")?;
         if let Some(i) = px.iter().position(|x| !x.is_finite()) {
             bail!("pixel_values[{i}] is not finite");
+        }
+        if self.mim {
+            // bool_masked_pos → the (1 − m, m) weights the graph mixes with.
+            let n = self.cfg.num_patches();
+            let Ok(m) = batch.i32("bool_masked_pos") else {
+                return Ok(());
+            };
+            let b = m.len() / n;
+            ensure!(
+                m.len() == b * n,
+                "bool_masked_pos must be [B, {n}] (one flag per patch)"
+            );
+            if let Some((i, bad)) = m.iter().enumerate().find(|(_, x)| **x != 0 && **x != 1) {
+                bail!("bool_masked_pos[{i}] = {bad}; it must be 0 (seen) or 1 (masked)");
+            }
+            let k = self.masked_patches() as i32;
+            for (r, row) in m.chunks(n).enumerate() {
+                let got: i32 = row.iter().sum();
+                ensure!(
+                    got == k,
+                    "bool_masked_pos row {r} masks {got} patches; this model's loss is scaled \
+                     for {k} (mask_ratio {} of {n})",
+                    self.cfg.mask_ratio
+                );
+            }
+            let fill: Vec<f32> = m.iter().map(|&x| x as f32).collect();
+            let keep: Vec<f32> = fill.iter().map(|x| 1.0 - x).collect();
+            batch.insert(NamedTensor::f32("patch_keep", vec![b, n, 1], keep));
+            batch.insert(NamedTensor::f32("patch_fill", vec![b, n, 1], fill));
+            return Ok(());
         }
         let n = self.cfg.num_labels() as i32;
         if n > 1 {

@@ -126,6 +126,54 @@ pub fn classification(cfg: &RunConfig) -> Result<Prepared> {
     })
 }
 
+/// ViT masked image modelling (self-supervised): every training image,
+/// labels unused, `model.mask_ratio` of its patches masked; the loss is the
+/// MSE of the masked patches' normalised pixels (predicting the mean pixel
+/// scores about 1: the floor line of the chart).
+pub fn masked_patches(cfg: &RunConfig) -> Result<Prepared> {
+    let (ds, norm, fingerprint) = load(cfg)?;
+    let side = ds.train.rows;
+    ensure!(
+        ds.train.rows == ds.train.cols,
+        "images must be square, these are {}×{}",
+        ds.train.rows,
+        ds.train.cols
+    );
+    let p = cfg.model.patch_size;
+    ensure!(
+        p > 0 && side % p == 0,
+        "--patch {p} does not divide the {side}×{side} images"
+    );
+    let n = (side / p).pow(2);
+    let r = cfg.model.mask_ratio;
+    ensure!(
+        r > 0.0 && r < 1.0,
+        "--mask-ratio {r} (model.mask_ratio) must be in (0, 1)"
+    );
+    let masked = ((r * n as f32).round() as usize).clamp(1, n - 1);
+    let t = &cfg.train;
+    let images = ImageClassification::new(ds.train, ds.test, norm, t.seed, t.batch)?;
+    let source = crate::data::mim::MaskedPatches::new(images, n, masked, t.seed)?;
+    let notes = vec![format!(
+        "masked image modelling: {masked} of {n} patches ({p}×{p} pixels) masked per image, \
+         loss the MSE of their normalised pixels"
+    )];
+    Ok(Prepared {
+        files: vec![preprocessor(&norm, side)?],
+        source: Box::new(source),
+        tok: None,
+        floor: Some((1.0, "predicting the mean pixel".into())),
+        fingerprint,
+        prompt: Vec::new(),
+        notes,
+        dims: ModelDims {
+            image: image_dims(side),
+            ..Default::default()
+        },
+        report: Report::None,
+    })
+}
+
 /// CLIP: images with generated captions; zero-shot top-1 after.
 pub fn contrastive(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
     let (ds, norm, fingerprint) = load(cfg)?;

@@ -79,6 +79,9 @@ pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
         "gpt2" | "gpt" | "bert" if classify(cfg)? => text::classification(cfg, tok_dir),
         "gpt2" | "gpt" => text::causal_lm(cfg, tok_dir),
         "bert" => text::masked_lm(cfg, tok_dir),
+        "vit" if cfg.model.objective.as_deref() == Some("masked-patch") => {
+            images::masked_patches(cfg)
+        }
         "vit" => images::classification(cfg),
         "clip" => images::contrastive(cfg, tok_dir),
         "gin" => match molecules::task(cfg)? {
@@ -154,6 +157,20 @@ pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
         }
     }
     let m = &cfg.model;
+    if arch(cfg)? == "vit" && m.objective.as_deref() == Some("masked-patch") {
+        let im = data.dims.image.expect("image data");
+        let mut c = crate::model::vit::VitConfig::new(
+            m.n_embd,
+            m.n_layer,
+            m.n_head,
+            im.size,
+            m.patch_size,
+            im.channels,
+            &[],
+        );
+        c.mask_ratio = m.mask_ratio;
+        return Ok(Arc::new(crate::model::vit::Vit::masked_image_modeling(c)?));
+    }
     let mut d = data.dims.clone();
     d.n_layer = m.n_layer;
     d.n_head = m.n_head;

@@ -26,8 +26,11 @@ pub struct ModelSection {
     pub projection_dim: Option<usize>,
     /// GIN: `attr-mask` (self-supervised pretraining, the default) or
     /// `regression` (the data's numeric label columns); BERT and GPT-2:
-    /// `classify` (sequence classification of labelled text).
+    /// `classify` (sequence classification of labelled text); ViT:
+    /// `masked-patch` (masked image modelling, self-supervised).
     pub objective: Option<String>,
+    /// ViT masked image modelling: the fraction of patches masked.
+    pub mask_ratio: f32,
 }
 
 impl Default for ModelSection {
@@ -42,6 +45,7 @@ impl Default for ModelSection {
             patch_size: 7,
             projection_dim: None,
             objective: None,
+            mask_ratio: 0.5,
         }
     }
 }

@@ -39,6 +39,7 @@ pub const SETTINGS: &[Setting] = &[
     s("model.patch_size", Some("--patch"), false),
     s("model.projection_dim", None, false),
     s("model.objective", Some("--objective"), false),
+    s("model.mask_ratio", Some("--mask-ratio"), false),
     s("data.path", Some("--data"), false),
     s("data.tokenizer", Some("--tokenizer"), false),
     s("data.bpe_vocab", Some("--bpe-vocab"), false),

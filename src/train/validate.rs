@@ -197,9 +197,11 @@ impl RunConfig {
         }
         if let Some(o) = &m.objective {
             ensure!(
-                arch == "gin" || (matches!(arch, "gpt2" | "gpt" | "bert") && o == "classify"),
+                arch == "gin"
+                    || (matches!(arch, "gpt2" | "gpt" | "bert") && o == "classify")
+                    || (arch == "vit" && o == "masked-patch"),
                 "--objective {o} (model.objective) chooses a graph model's task (attr-mask, \
-                 regression) or a text model's (classify: labelled text); {arch} has no objective \
+                 regression), a text model's (classify: labelled text) or a ViT's (masked-patch); {arch} has no objective \
                  {o:?}"
             );
         }
