@@ -434,7 +434,41 @@ def vit_mim_case(out_dir, name, seed):
     write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
 
 
+def clip_cls_case(out_dir, name, seed, labels_n):
+    """CLIPForImageClassification: CLIP's image tower and a classifier on
+    the mean of the patch states (what `kiln finetune` builds from a CLIP
+    checkpoint)."""
+    from transformers import CLIPConfig, CLIPForImageClassification
+
+    torch.manual_seed(seed)
+    h, heads, image, patch, channels = 16, 2, 12, 4, 1
+    text = dict(vocab_size=29, hidden_size=h, intermediate_size=2 * h, num_hidden_layers=1,
+                num_attention_heads=heads, max_position_embeddings=8, eos_token_id=28, bos_token_id=27,
+                pad_token_id=0, hidden_act="quick_gelu")
+    vision = dict(hidden_size=h, intermediate_size=3 * h, num_hidden_layers=2, num_attention_heads=heads,
+                  image_size=image, patch_size=patch, num_channels=channels, hidden_act="quick_gelu")
+    cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=h, num_labels=labels_n)
+    model = CLIPForImageClassification(cfg)
+    perturb(model)
+    with torch.no_grad():
+        model.vision_model.embeddings.class_embedding.normal_(0, 0.5)
+    b = 3
+    pixels = torch.randn(b, channels, image, image)
+    labels = torch.randint(0, labels_n, (b,))
+    batch = {"pixel_values": pixels, "labels": labels}
+
+    def loss_of(m, bt):
+        return m(**bt).loss
+
+    def outputs_of(m, bt):
+        return {"logits": m(pixel_values=bt["pixel_values"]).logits}
+
+    decay = {n for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n}
+    write_case(out_dir, name, model, batch, loss_of, outputs_of, decay)
+
+
 CASES = {
+    "clip_cls": lambda out: clip_cls_case(out, "clip_cls", 17, 5),
     "vit_mim": lambda out: vit_mim_case(out, "vit_mim", 16),
     "bert_pretrained": lambda out: bert_pretrained_case(out, "bert_pretrained", 15),
     "bert_seqcls": lambda out: bert_seqcls_case(out, "bert_seqcls", 11, 3, [0, 4, 1, 0]),

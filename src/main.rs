@@ -496,7 +496,7 @@ fn finetune(f: FinetuneArgs) -> Result<()> {
     a.model = Some(ty.clone());
     if a.objective.is_none() {
         a.objective = match ty.as_str() {
-            "bert" | "gpt2" => Some("classify".into()),
+            "bert" | "gpt2" | "clip" => Some("classify".into()),
             "gin" => Some("regression".into()),
             _ => None,
         };

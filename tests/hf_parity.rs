@@ -250,6 +250,7 @@ fn sequence_classifiers_saved_by_hugging_face_match() {
     check_case("bert_seqcls", AttentionImpl::Unfused);
     check_case("bert_regress", AttentionImpl::Unfused);
     check_case("gpt2_seqcls", AttentionImpl::Fused);
+    check_case("clip_cls", AttentionImpl::Unfused);
 }
 
 /// The distillation loss, (1 − α)·CE + α·τ²·KL against PyTorch: the

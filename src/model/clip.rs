@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::heads::ClassHead;
 use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
@@ -275,8 +276,32 @@ impl Clip {
         proj.forward(g, pooled)
     }
 
-    /// Image embeddings [B, P] (before normalisation) from pixels.
+    /// Image embeddings [B, P] (before normalisation) from pixels: the
+    /// [CLS] state, `post_layernorm`, `visual_projection`.
     pub fn image_features(&self, g: &mut Graph, pixels: TensorId) -> Result<TensorId> {
+        let v = &self.cfg.vision_config;
+        let x = self.vision_states(g, pixels)?;
+        let (b, h) = (g.shape(x)[0], v.hidden_size);
+        let vb = Vb::root().pp("vision_model");
+        let f = self.cfg.initializer_factor;
+        let cls = g.slice(x, 1, 0, 1)?;
+        let cls = g.reshape(cls, &[b, h])?;
+        let cls =
+            LayerNorm::new(g, &vb.pp("post_layernorm"), h, v.layer_norm_eps)?.forward(g, cls)?;
+        let proj = Linear::new(
+            g,
+            &Vb::root().pp("visual_projection"),
+            h,
+            self.cfg.projection_dim,
+            false,
+            Init::Normal(0.02 * f),
+        )?;
+        proj.forward(g, cls)
+    }
+
+    /// The image tower's last hidden states [B, 1 + N, H] (Hugging Face's
+    /// `last_hidden_state`: before `post_layernorm`).
+    pub fn vision_states(&self, g: &mut Graph, pixels: TensorId) -> Result<TensorId> {
         let v = &self.cfg.vision_config;
         let s = g.shape(pixels).to_vec();
         ensure!(
@@ -333,19 +358,7 @@ impl Clip {
             false,
             None,
         )?;
-        let cls = g.slice(x, 1, 0, 1)?;
-        let cls = g.reshape(cls, &[b, h])?;
-        let cls =
-            LayerNorm::new(g, &vb.pp("post_layernorm"), h, v.layer_norm_eps)?.forward(g, cls)?;
-        let proj = Linear::new(
-            g,
-            &Vb::root().pp("visual_projection"),
-            h,
-            self.cfg.projection_dim,
-            false,
-            Init::Normal(0.02 * f),
-        )?;
-        proj.forward(g, cls)
+        Ok(x)
     }
 }
 
@@ -510,5 +523,140 @@ impl Model for Clip {
             }
         }
         Ok(())
+    }
+}
+
+/// `CLIPForImageClassification`: CLIP's image tower (`vision_model.*`) and
+/// a linear `classifier` on the mean of its patch states (the [CLS] state
+/// left out, before `post_layernorm`), as Hugging Face builds it. Inputs
+/// `pixel_values`, `labels` [B]; `patch_mask` [B, 1 + N] (0 for [CLS], 1
+/// for patches) is added by `prepare_batch`.
+#[derive(Clone, Debug)]
+pub struct ClipImageClassifier {
+    pub clip: Clip,
+    pub head: ClassHead,
+}
+
+pub const IMAGE_CLS: &str = "CLIPForImageClassification";
+
+impl ClipImageClassifier {
+    pub fn new(cfg: ClipConfig, head: ClassHead) -> Result<Self> {
+        Ok(Self {
+            clip: Clip::new(cfg)?,
+            head,
+        })
+    }
+
+    pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
+        let clip = Clip::from_config_json(v)?;
+        let head = ClassHead::from_config(v)?.ok_or_else(|| {
+            anyhow!("config.json names {IMAGE_CLS} but gives neither id2label nor num_labels")
+        })?;
+        Ok(Self { clip, head })
+    }
+
+    fn patches(&self) -> usize {
+        let v = &self.clip.cfg.vision_config;
+        (v.image_size / v.patch_size).pow(2)
+    }
+}
+
+impl Model for ClipImageClassifier {
+    fn architecture(&self) -> &'static str {
+        IMAGE_CLS
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        let mut v = self.clip.config_json();
+        v["architectures"] = serde_json::json!([IMAGE_CLS]);
+        self.head.write_config(&mut v);
+        v
+    }
+
+    fn describe(&self) -> String {
+        let v = &self.clip.cfg.vision_config;
+        format!(
+            "CLIP image tower {} layers, {} dims, {}×{} images in {}×{} patches, {} classes",
+            v.num_hidden_layers,
+            v.hidden_size,
+            v.image_size,
+            v.image_size,
+            v.patch_size,
+            v.patch_size,
+            self.head.num_labels()
+        )
+    }
+
+    fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
+        let v = &self.clip.cfg.vision_config;
+        vec![
+            InputSpec::new(
+                "pixel_values",
+                &[d.batch, v.num_channels, v.image_size, v.image_size],
+                DType::F32,
+            ),
+            self.head.label_spec(d.batch),
+            InputSpec::new("patch_mask", &[d.batch, 1 + self.patches()], DType::I32),
+        ]
+    }
+
+    fn forward(&self, g: &mut Graph, inputs: &BTreeMap<String, TensorId>) -> Result<Outputs> {
+        let pixels = *inputs
+            .get("pixel_values")
+            .ok_or_else(|| anyhow!("{IMAGE_CLS} needs `pixel_values` (f32 [B, C, H, W])"))?;
+        let mask = *inputs
+            .get("patch_mask")
+            .ok_or_else(|| anyhow!("{IMAGE_CLS} needs `patch_mask` (prepare_batch adds it)"))?;
+        let x = self.clip.vision_states(g, pixels)?;
+        let pooled = g.masked_mean(x, mask)?;
+        let h = self.clip.cfg.vision_config.hidden_size;
+        let f = self.clip.cfg.initializer_factor;
+        let classifier = Linear::new(
+            g,
+            &Vb::root().pp("classifier"),
+            h,
+            self.head.num_labels(),
+            true,
+            Init::Normal(0.02 * f),
+        )?;
+        let logits = classifier.forward(g, pooled)?;
+        self.head.outputs(g, logits, inputs.get("labels").copied())
+    }
+
+    fn prepare_batch(&self, batch: &mut Batch) -> Result<()> {
+        let px = batch.f32("pixel_values")?;
+        if let Some(i) = px.iter().position(|x| !x.is_finite()) {
+            bail!("pixel_values[{i}] is not finite");
+        }
+        let b = batch
+            .get("pixel_values")
+            .map(|t| t.shape.first().copied().unwrap_or(0))
+            .unwrap_or(0);
+        self.head.check_labels(batch)?;
+        let n = 1 + self.patches();
+        let mask: Vec<i32> = (0..b * n).map(|i| (i % n != 0) as i32).collect();
+        batch.insert(NamedTensor::i32("patch_mask", vec![b, n], mask));
+        Ok(())
+    }
+
+    fn canonical_name(&self, stored: &str) -> Option<String> {
+        // The text tower, projections and temperature belong to CLIPModel;
+        // the post-LayerNorm is not on the classifier's path.
+        let unused = [
+            "text_model.",
+            "text_projection.",
+            "visual_projection.",
+            "logit_scale",
+        ];
+        if unused.iter().any(|u| stored.starts_with(u))
+            || stored.starts_with("vision_model.post_layernorm.")
+        {
+            return None;
+        }
+        Some(stored.to_string())
+    }
+
+    fn head_prefixes(&self) -> Vec<String> {
+        vec!["classifier.".into()]
     }
 }

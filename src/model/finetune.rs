@@ -109,11 +109,33 @@ pub fn for_finetune(pre: &serde_json::Value, d: &ModelDims, seq: usize) -> Resul
             c.num_layers = pre_cfg.num_layers;
             Ok(Arc::new(gin::Gin::new(c)?))
         }
-        "clip" => bail!(
-            "fine-tuning a CLIP checkpoint is not available yet: Kiln has no \
-             CLIPForImageClassification head (use its image tower's features through `kiln \
-             zero-shot`, or fine-tune a ViT)"
-        ),
+        "clip" => {
+            // The image tower with a classifier (CLIPForImageClassification).
+            let im = d.image.ok_or_else(|| {
+                anyhow!("CLIP's image tower fine-tunes on images; the data has none")
+            })?;
+            let mut v = pre.clone();
+            for k in ["id2label", "label2id", "num_labels", "problem_type"] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove(k);
+                }
+            }
+            let clip = super::clip::Clip::from_config_json(&v)?;
+            let vc = &clip.cfg.vision_config;
+            ensure!(
+                vc.image_size == im.size && vc.num_channels == im.channels,
+                "the checkpoint's image tower takes {0}×{0} images with {1} channel(s); the data's \
+                 are {2}×{2} with {3}",
+                vc.image_size,
+                vc.num_channels,
+                im.size,
+                im.channels
+            );
+            Ok(Arc::new(super::clip::ClipImageClassifier {
+                clip,
+                head: head()?,
+            }))
+        }
         other => {
             bail!("the checkpoint is a {other:?} model; Kiln fine-tunes gpt2, bert, vit and gin")
         }

@@ -209,6 +209,9 @@ pub fn from_config_json(v: &serde_json::Value) -> Result<Arc<dyn Model>> {
         "gpt2" => Ok(Arc::new(gpt2::Gpt2::from_config_json(v)?)),
         "bert" => Ok(Arc::new(bert::Bert::from_config_json(v)?)),
         "vit" => Ok(Arc::new(vit::Vit::from_config_json(v)?)),
+        "clip" if names_architecture(v, clip::IMAGE_CLS) => {
+            Ok(Arc::new(clip::ClipImageClassifier::from_config_json(v)?))
+        }
         "clip" => Ok(Arc::new(clip::Clip::from_config_json(v)?)),
         "gin" => Ok(Arc::new(gin::Gin::from_config_json(v)?)),
         other => bail!(

@@ -83,6 +83,7 @@ pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
             images::masked_patches(cfg)
         }
         "vit" => images::classification(cfg),
+        "clip" if classify(cfg)? => images::classification(cfg),
         "clip" => images::contrastive(cfg, tok_dir),
         "gin" => match molecules::task(cfg)? {
             "regression" => molecules::regression(cfg),
@@ -125,7 +126,7 @@ pub fn checkpoint_tokenizer(src: &Path) -> Result<Option<PathBuf>> {
 /// the data asks for; otherwise the sizes of `[model]`.
 pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
     if let Some(src) = &cfg.train.init_from {
-        if cfg.model.arch != "clip" {
+        if cfg.model.arch != "clip" || classify(cfg)? {
             let dir = crate::io::ckpt_store::resolve(src)
                 .with_context(|| format!("--init-from {}", src.display()))?;
             let path = dir.join(crate::train::checkpoint::CONFIG_FILE);

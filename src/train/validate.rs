@@ -198,7 +198,7 @@ impl RunConfig {
         if let Some(o) = &m.objective {
             ensure!(
                 arch == "gin"
-                    || (matches!(arch, "gpt2" | "gpt" | "bert") && o == "classify")
+                    || (matches!(arch, "gpt2" | "gpt" | "bert" | "clip") && o == "classify")
                     || (arch == "vit" && o == "masked-patch"),
                 "--objective {o} (model.objective) chooses a graph model's task (attr-mask, \
                  regression), a text model's (classify: labelled text) or a ViT's (masked-patch); {arch} has no objective \
