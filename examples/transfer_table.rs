@@ -9,7 +9,8 @@
 //!     cargo run --release --example transfer_table -- runs/gin-transfer test_mae "TPSA MAE (Å²)"
 //!
 //! A fourth argument `per-class` reads the middle part as labelled
-//! examples per class instead of a fraction of the labels.
+//! examples per class instead of a fraction of the labels; `steps`, as
+//! training steps.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,11 +43,14 @@ fn main() -> Result<()> {
         _ => bail!("usage: transfer_table <runs folder> <metric key> [axis label]"),
     };
     let label = args.get(2).cloned().unwrap_or_else(|| key.to_string());
-    let per_class = args.get(3).is_some_and(|a| a == "per-class");
+    let mode = args.get(3).map_or("fraction", String::as_str);
+    let per_class = mode != "fraction";
     // Column heading and chart position of a run name's middle part.
     let column = |f: &str| {
         let x = f.parse::<f64>().unwrap_or(0.0);
-        if per_class {
+        if mode == "steps" {
+            format!("after {x} steps")
+        } else if per_class {
             format!("{x} labels per class")
         } else {
             format!("{}% of labels", x * 100.0)
@@ -157,7 +161,9 @@ fn main() -> Result<()> {
     write_line_chart(
         &chart,
         &format!("{label}: mean over seeds"),
-        if per_class {
+        if mode == "steps" {
+            "log10(training steps)"
+        } else if per_class {
             "log10(labelled examples per class)"
         } else {
             "log10(% of training labels)"
