@@ -103,7 +103,7 @@ struct FinetuneArgs {
 
 #[derive(Args)]
 struct DistillArgs {
-    /// The teacher: a Kiln run or model directory (GPT-2 or BERT). The
+    /// The teacher: a Kiln run or model directory (GPT-2, BERT or ViT). The
     /// student uses its tokenizer and, unless --layers/--embd/--heads say
     /// otherwise, half its layers and width.
     #[arg(long)]
@@ -591,8 +591,8 @@ fn distill(d: DistillArgs) -> Result<()> {
     let tc = teacher.config_json();
     let ty = tc["model_type"].as_str().unwrap_or("gpt2").to_string();
     ensure!(
-        matches!(ty.as_str(), "gpt2" | "bert"),
-        "--teacher {}: a {} ({ty}); kiln distill distils language models (gpt2, bert)",
+        matches!(ty.as_str(), "gpt2" | "bert" | "vit"),
+        "--teacher {}: a {} ({ty}); kiln distill distils GPT-2, BERT and ViT (models with logits)",
         d.teacher.display(),
         teacher.architecture()
     );

@@ -53,6 +53,25 @@ impl Distilled {
     }
 }
 
+/// The shape of `model`'s logits for inputs `specs` (a forward graph built
+/// and dropped).
+fn logits_shape(model: &dyn Model, specs: &[InputSpec]) -> Result<Vec<usize>> {
+    let mut g = Graph::new(crate::graph::GraphOptions {
+        attention: crate::graph::AttentionImpl::Unfused,
+        dropout: false,
+    });
+    let inputs: BTreeMap<String, TensorId> = specs
+        .iter()
+        .map(|s| (s.name.clone(), g.input(&s.name, &s.shape, s.dtype)))
+        .collect();
+    let out = model.forward(&mut g, &inputs)?;
+    let l = out
+        .tensors
+        .get("logits")
+        .ok_or_else(|| anyhow!("the student has no logits"))?;
+    Ok(g.shape(*l).to_vec())
+}
+
 impl Model for Distilled {
     fn architecture(&self) -> &'static str {
         self.student.architecture()
@@ -73,11 +92,11 @@ impl Model for Distilled {
 
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
         let mut s = self.student.input_specs(d);
-        s.push(InputSpec::new(
-            TEACHER_LOGITS,
-            &[d.batch, d.seq, self.classes],
-            DType::F32,
-        ));
+        // The teacher's logits have the student's logits' shape ([B, T, V]
+        // for a language model, [B, classes] for a classifier).
+        let shape = logits_shape(self.student.as_ref(), &s)
+            .unwrap_or_else(|_| vec![d.batch, d.seq, self.classes]);
+        s.push(InputSpec::new(TEACHER_LOGITS, &shape, DType::F32));
         s
     }
 

@@ -141,3 +141,69 @@ pub fn for_finetune(pre: &serde_json::Value, d: &ModelDims, seq: usize) -> Resul
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ImageDims, Model};
+
+    fn dims(vocab: usize, labels: &[&str], image: Option<usize>) -> ModelDims {
+        ModelDims {
+            vocab_size: vocab,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            image: image.map(|size| ImageDims {
+                size,
+                channels: 1,
+                patch: 7,
+            }),
+            pad: Some(0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn heads_by_family_and_what_does_not_fit_is_named() {
+        let bert = bert::Bert::new(bert::BertConfig::new(50, 16, 2, 2, 32)).unwrap();
+        let pre = bert.config_json();
+        let m = for_finetune(&pre, &dims(50, &["a", "b"], None), 16).unwrap();
+        assert_eq!(m.architecture(), "BertForSequenceClassification");
+        let e = for_finetune(&pre, &dims(60, &["a", "b"], None), 16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("50 tokens") && e.contains("60"), "{e}");
+        let e = for_finetune(&pre, &dims(50, &["a", "b"], None), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--seq 64") && e.contains("32 positions"), "{e}");
+        // No labels: the language model itself (continued pretraining).
+        let m = for_finetune(&pre, &dims(50, &[], None), 16).unwrap();
+        assert_eq!(m.architecture(), "BertForMaskedLM");
+
+        let gpt = gpt2::Gpt2::new(gpt2::GptConfig::new(40, 16, 16, 2, 1)).unwrap();
+        let m = for_finetune(&gpt.config_json(), &dims(40, &["x", "y", "z"], None), 16).unwrap();
+        assert_eq!(m.architecture(), "GPT2ForSequenceClassification");
+        assert_eq!(m.config_json()["num_labels"], 3);
+
+        let labels: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        let vit = vit::Vit::new(vit::VitConfig::new(16, 1, 2, 28, 7, 1, &labels)).unwrap();
+        let m = for_finetune(&vit.config_json(), &dims(0, &["a", "b"], Some(28)), 1).unwrap();
+        assert_eq!(m.config_json()["id2label"]["1"], "b");
+        let e = for_finetune(&vit.config_json(), &dims(0, &["a", "b"], Some(32)), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("28×28") && e.contains("32×32"), "{e}");
+        let e = for_finetune(&vit.config_json(), &dims(50, &["a", "b"], None), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("images"), "{e}");
+
+        let e = for_finetune(
+            &serde_json::json!({"model_type": "t5"}),
+            &dims(1, &[], None),
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"t5\""), "{e}");
+    }
+}
