@@ -55,7 +55,7 @@ impl Distilled {
 
 /// The shape of `model`'s logits for inputs `specs` (a forward graph built
 /// and dropped).
-fn logits_shape(model: &dyn Model, specs: &[InputSpec]) -> Result<Vec<usize>> {
+pub fn logits_shape(model: &dyn Model, specs: &[InputSpec]) -> Result<Vec<usize>> {
     let mut g = Graph::new(crate::graph::GraphOptions {
         attention: crate::graph::AttentionImpl::Unfused,
         dropout: false,

@@ -407,8 +407,17 @@ impl Model for Vit {
 
     fn describe(&self) -> String {
         let c = &self.cfg;
+        let task = if self.mim {
+            format!(
+                "masked image modelling ({} of {} patches)",
+                self.masked_patches(),
+                c.num_patches()
+            )
+        } else {
+            format!("{} classes", c.num_labels())
+        };
         format!(
-            "ViT {} layers, {} heads, {} dims, {}×{}×{} images in {}×{} patches, {} classes",
+            "ViT {} layers, {} heads, {} dims, {}×{}×{} images in {}×{} patches, {task}",
             c.num_hidden_layers,
             c.num_attention_heads,
             c.hidden_size,
@@ -417,7 +426,6 @@ impl Model for Vit {
             c.image_size,
             c.patch_size,
             c.patch_size,
-            c.num_labels()
         )
     }
 

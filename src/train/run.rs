@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
@@ -181,6 +181,15 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                 ckpt_store::resolve(t).with_context(|| format!("--teacher {}", t.display()))?;
             let (tm, tparams) = checkpoint::load_model(&tdir)
                 .with_context(|| format!("--teacher {}", t.display()))?;
+            let specs = tm.input_specs(crate::model::Dims { batch: 1, seq: 1 });
+            if crate::model::distill::logits_shape(tm.as_ref(), &specs).is_err() {
+                bail!(
+                    "--teacher {}: a {} has no logits to distil; the teacher must be a language \
+                     model or a classifier",
+                    t.display(),
+                    tm.architecture()
+                );
+            }
             let d = &cfg.distill;
             let student: Arc<dyn crate::model::Model> = Arc::new(
                 crate::model::distill::Distilled::new(model, d.alpha, d.tau, data.dims.vocab_size)?,
