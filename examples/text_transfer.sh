@@ -9,7 +9,8 @@
 #                for GPT-2, masked LM for BERT), then fine-tuned;
 #   scratch      the same architecture and tokenizer, random weights;
 #   other-domain pretrained as long on the built-in synthetic corpus (made-up
-#                words from a Markov chain: the negative-transfer control).
+#                words from a Markov chain: the negative-transfer control;
+#                GPT-2 only by default, NEG_MODELS="gpt2 bert" for both).
 # Three seeds per cell. Sized for lavapipe (CPU, ~1 h); on a GPU raise
 # PRE_STEPS, --embd and --layers (pretraining is what gets better).
 #
@@ -26,6 +27,7 @@ PRE_STEPS=${PRE_STEPS:-800}
 FT_STEPS=${FT_STEPS:-200}
 PER_CLASS=${PER_CLASS:-"50"}
 MODELS=${MODELS:-"gpt2 bert"}
+NEG_MODELS=${NEG_MODELS:-"gpt2"}
 mkdir -p "$OUT"
 
 # 0. The passages and the pretraining text (from ../shared, outside the repository).
@@ -44,8 +46,9 @@ for m in $MODELS; do
           --checkpoint-every 0 --sample-tokens 0)
   [ -f "$OUT/pre-$m/results.json" ] ||
     "$KILN" train "${common[@]}" --data "$OUT/data/pretrain.txt" --out "$OUT/pre-$m" --overwrite
-  [ -f "$OUT/other-$m/results.json" ] ||
+  if [[ " $NEG_MODELS " == *" $m "* ]] && [ ! -f "$OUT/other-$m/results.json" ]; then
     "$KILN" train "${common[@]}" --out "$OUT/other-$m" --overwrite
+  fi
 done
 
 # 2. Fine-tuning: the same budget for every row.
@@ -54,6 +57,7 @@ for m in $MODELS; do
   for k in $PER_CLASS; do
     for s in $SEEDS; do
       for row in pretrained scratch other-domain; do
+        [ "$row" = other-domain ] && [[ " $NEG_MODELS " != *" $m "* ]] && continue
         run="$OUT/ft/${m}_$row-$k-$s"
         [ -f "$run/results.json" ] && continue
         case $row in

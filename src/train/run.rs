@@ -544,9 +544,10 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                 ))?;
                 sample_title = "test set";
                 sample = format!(
-                    "test accuracy {:.4} on {} images\n{}",
+                    "test accuracy {:.4} on {} {}\n{}",
                     res.accuracy,
                     res.images,
+                    session.item_unit(),
                     res.table()
                 );
                 results.insert("test_accuracy".into(), json!(res.accuracy));

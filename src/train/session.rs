@@ -162,8 +162,11 @@ impl Session {
     /// What `tokens_per_step` counts, for progress lines: tokens, images
     /// or image–text pairs.
     pub fn item_unit(&self) -> &'static str {
+        let classify = self.cfg.model.objective.as_deref() == Some("classify");
         match self.cfg.model.arch.as_str() {
             "vit" => "images",
+            "clip" if classify => "images",
+            "gpt2" | "gpt" | "bert" if classify => "texts",
             "clip" => "pairs",
             "gin" => "molecules",
             _ => "tokens",
