@@ -475,24 +475,7 @@ fn finetune(f: FinetuneArgs) -> Result<()> {
         a.init_from.is_none(),
         "kiln finetune takes the checkpoint as --from (--init-from is kiln train's spelling)"
     );
-    ensure!(
-        f.from.exists(),
-        "--from {}: no such run, checkpoint or model directory",
-        f.from.display()
-    );
-    let dir = kiln::io::ckpt_store::resolve(&f.from)?;
-    let pre = kiln::train::checkpoint::load_model_config(&dir)
-        .with_context(|| format!("--from {}", f.from.display()))?;
-    let cfg = pre.config_json();
-    let ty = cfg["model_type"].as_str().unwrap_or("gpt2").to_string();
-    if let Some(m) = &a.model {
-        ensure!(
-            *m == ty || (m == "gpt" && ty == "gpt2"),
-            "--model {m}: the checkpoint in {} is a {ty} model; kiln finetune trains the \
-             checkpoint's architecture (leave out --model)",
-            f.from.display()
-        );
-    }
+    let (_, cfg, ty) = checkpoint_family("--from", &f.from, a.model.as_deref())?;
     a.model = Some(ty.clone());
     if a.objective.is_none() {
         a.objective = match ty.as_str() {
@@ -580,28 +563,13 @@ fn finetune(f: FinetuneArgs) -> Result<()> {
 /// unless told, trained on the teacher's softened logits and the labels.
 fn distill(d: DistillArgs) -> Result<()> {
     let mut a = d.train;
-    ensure!(
-        d.teacher.exists(),
-        "--teacher {}: no such run, checkpoint or model directory",
-        d.teacher.display()
-    );
-    let dir = kiln::io::ckpt_store::resolve(&d.teacher)?;
-    let teacher = kiln::train::checkpoint::load_model_config(&dir)
-        .with_context(|| format!("--teacher {}", d.teacher.display()))?;
-    let tc = teacher.config_json();
-    let ty = tc["model_type"].as_str().unwrap_or("gpt2").to_string();
+    let (teacher, tc, ty) = checkpoint_family("--teacher", &d.teacher, a.model.as_deref())?;
     ensure!(
         matches!(ty.as_str(), "gpt2" | "bert" | "vit"),
         "--teacher {}: a {} ({ty}); kiln distill distils GPT-2, BERT and ViT (models with logits)",
         d.teacher.display(),
         teacher.architecture()
     );
-    if let Some(m) = &a.model {
-        ensure!(
-            *m == ty || (m == "gpt" && ty == "gpt2"),
-            "--model {m}: the student is of the teacher's family ({ty}); leave out --model"
-        );
-    }
     a.model = Some(ty.clone());
     if a.out == std::path::Path::new("runs/gpt") {
         a.out = PathBuf::from("runs/distill");
@@ -634,6 +602,38 @@ fn distill(d: DistillArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The model a checkpoint given as `flag` holds, its config.json and its
+/// family (`model_type`); a `--model` that names another family is refused.
+fn checkpoint_family(
+    flag: &str,
+    path: &std::path::Path,
+    model: Option<&str>,
+) -> Result<(
+    std::sync::Arc<dyn kiln::model::Model>,
+    serde_json::Value,
+    String,
+)> {
+    ensure!(
+        path.exists(),
+        "{flag} {}: no such run, checkpoint or model directory",
+        path.display()
+    );
+    let dir = kiln::io::ckpt_store::resolve(path)?;
+    let m = kiln::train::checkpoint::load_model_config(&dir)
+        .with_context(|| format!("{flag} {}", path.display()))?;
+    let cfg = m.config_json();
+    let ty = cfg["model_type"].as_str().unwrap_or("gpt2").to_string();
+    if let Some(want) = model {
+        ensure!(
+            want == ty || (want == "gpt" && ty == "gpt2"),
+            "--model {want}: the checkpoint in {} is a {ty} model, and this command trains that \
+             family (leave out --model)",
+            path.display()
+        );
+    }
+    Ok((m, cfg, ty))
 }
 
 type Given = std::collections::BTreeSet<String>;

@@ -54,6 +54,17 @@ pub fn load(cfg: &RunConfig) -> Result<(IdxDataset, Normalization, DataFingerpri
     Ok((ds, norm, fingerprint))
 }
 
+/// The side of the (square) images.
+fn square_side(ds: &IdxDataset) -> Result<usize> {
+    ensure!(
+        ds.train.rows == ds.train.cols,
+        "images must be square, these are {}×{}",
+        ds.train.rows,
+        ds.train.cols
+    );
+    Ok(ds.train.rows)
+}
+
 fn preprocessor(norm: &Normalization, side: usize) -> Result<(String, Vec<u8>)> {
     let mut json = serde_json::to_vec_pretty(&norm.preprocessor_config(side, 1))?;
     json.push(b'\n');
@@ -87,13 +98,7 @@ pub fn load_normalization(dir: &Path) -> Result<Normalization> {
 pub fn classification(cfg: &RunConfig) -> Result<Prepared> {
     let (ds, norm, fingerprint) = load(cfg)?;
     let classes = ds.train.classes.clone();
-    let side = ds.train.rows;
-    ensure!(
-        ds.train.rows == ds.train.cols,
-        "images must be square, these are {}×{}",
-        ds.train.rows,
-        ds.train.cols
-    );
+    let side = square_side(&ds)?;
     let t = &cfg.train;
     let source = ImageClassification::new(ds.train, ds.test, norm, t.seed, t.batch)?;
     let report = ClassReport {
@@ -132,13 +137,7 @@ pub fn classification(cfg: &RunConfig) -> Result<Prepared> {
 /// scores about 1: the floor line of the chart).
 pub fn masked_patches(cfg: &RunConfig) -> Result<Prepared> {
     let (ds, norm, fingerprint) = load(cfg)?;
-    let side = ds.train.rows;
-    ensure!(
-        ds.train.rows == ds.train.cols,
-        "images must be square, these are {}×{}",
-        ds.train.rows,
-        ds.train.cols
-    );
+    let side = square_side(&ds)?;
     let p = cfg.model.patch_size;
     ensure!(
         p > 0 && side % p == 0,

@@ -201,10 +201,7 @@ pub fn frozen_names(model: &dyn Model, prefixes: &[String]) -> Result<Vec<String
     if prefixes.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = crate::model::param_shapes(model)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names = param_names(model)?;
     let layers = crate::model::layer_count(&names);
     let hit = |n: &str, p: &str| n == p || n.strip_prefix(p).is_some_and(|r| r.starts_with('.'));
     // `backbone`: all but the task head; `layers:N`: the embeddings and the
@@ -273,6 +270,13 @@ pub fn frozen_names(model: &dyn Model, prefixes: &[String]) -> Result<Vec<String
     Ok(frozen)
 }
 
+fn param_names(model: &dyn Model) -> Result<Vec<String>> {
+    Ok(crate::model::param_shapes(model)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect())
+}
+
 /// Each parameter's learning-rate multiplier: `head_lr / lr` for the task
 /// head, `layer_decay^(L + 1 − depth)` for the rest (depth 0 = embeddings,
 /// i + 1 = layer i, L + 1 = after the last layer), as in BEiT/ELECTRA's
@@ -300,10 +304,7 @@ pub fn lr_scales(
     if decay == 1.0 && opt.head_lr.is_none() {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = crate::model::param_shapes(model)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let names = param_names(model)?;
     let layers = crate::model::layer_count(&names);
     Ok(names
         .into_iter()

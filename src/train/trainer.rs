@@ -151,6 +151,17 @@ impl PendingStats {
     }
 }
 
+/// Copies all of `src` into `dst` (tensors of the same size).
+fn copy_whole(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor) {
+    enc.copy_buffer_to_buffer(
+        src.buffer(),
+        src.offset(),
+        dst.buffer(),
+        dst.offset(),
+        src.bytes(),
+    );
+}
+
 /// Copies one scalar tensor into `dst` at element `index`.
 fn copy_scalar(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, index: usize) {
     enc.copy_buffer_to_buffer(
@@ -415,33 +426,14 @@ impl Trainer {
                 );
             }
             for (stage, input) in staged {
-                enc.copy_buffer_to_buffer(
-                    stage.buffer(),
-                    stage.offset(),
-                    input.buffer(),
-                    input.offset(),
-                    stage.bytes(),
-                );
+                copy_whole(&mut enc, stage, input);
             }
             if let Some(t) = &self.teacher {
                 for (k, input) in &t.inputs {
-                    let stage = &staged[*k].0;
-                    enc.copy_buffer_to_buffer(
-                        stage.buffer(),
-                        stage.offset(),
-                        input.buffer(),
-                        input.offset(),
-                        stage.bytes(),
-                    );
+                    copy_whole(&mut enc, &staged[*k].0, input);
                 }
                 t.exec.encode(&mut enc);
-                enc.copy_buffer_to_buffer(
-                    t.logits.buffer(),
-                    t.logits.offset(),
-                    t.target.buffer(),
-                    t.target.offset(),
-                    t.logits.bytes(),
-                );
+                copy_whole(&mut enc, &t.logits, &t.target);
             }
             self.exec.encode(&mut enc);
             let scalars = self.losses.iter().map(|(l, _)| *l);
