@@ -305,3 +305,52 @@ fn a_distilled_student_saves_alone_and_resumes_exactly() {
     let first = s.final_train_loss.unwrap();
     assert!(first.abs() < 1e-5, "KL of the teacher with itself: {first}");
 }
+
+/// Text regression (`--objective regression`, a CSV of text and a number)
+/// on a GPT-2 classifier head built from scratch: the target is the number
+/// of times "red" occurs; the test error must beat the mean predictor.
+#[test]
+fn text_regression_from_a_csv_beats_the_mean() {
+    let dir = tmp("regress");
+    let mut rng = Rng::new(9);
+    let mut csv = String::from("text,score\n");
+    let words = ["red", "blue", "stone", "river"];
+    for _ in 0..160 {
+        let t: Vec<&str> = (0..6).map(|_| words[rng.below(4) as usize]).collect();
+        let score = t.iter().filter(|w| **w == "red").count();
+        csv += &format!("{},{score}\n", t.join(" "));
+    }
+    csv += "bad line without a number,x\n";
+    let data = dir.join("scores.csv");
+    std::fs::write(&data, csv).unwrap();
+    let mut c = RunConfig::default_for_model("gpt2", true).unwrap();
+    c.model.objective = Some("regression".into());
+    c.model.attention = "unfused".into();
+    c.model.n_layer = 1;
+    c.model.n_embd = 32;
+    c.data.path = Some(data);
+    c.train.batch = 16;
+    c.train.seq = 40;
+    c.train.steps = 80;
+    c.train.eval_every = 0;
+    c.train.sample_tokens = 0;
+    c.train.checkpoint_every = 0;
+    c.optimizer.lr = 3e-3;
+    c.optimizer.min_lr = 3e-4;
+    c.optimizer.decay_steps = 80;
+    let out = dir.join("run");
+    run_training(gpu(), &c, &opts(&out)).unwrap();
+    let r = results(&out);
+    let (mae, base) = (
+        r["test"]["mae"].as_f64().unwrap(),
+        r["test"]["baseline_mae"].as_f64().unwrap(),
+    );
+    assert!(
+        mae < 0.8 * base,
+        "test MAE {mae} against the mean predictor's {base}"
+    );
+    let cfg = load_model_config(&out).unwrap().config_json();
+    assert_eq!(cfg["architectures"][0], "GPT2ForSequenceClassification");
+    assert_eq!(cfg["problem_type"], "regression");
+    assert_eq!(cfg["id2label"]["0"], "score");
+}

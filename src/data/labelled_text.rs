@@ -24,6 +24,9 @@ pub struct LabelledTexts {
     pub classes: Vec<String>,
     /// What was skipped while reading (empty files, bad lines), for a note.
     pub skipped: Vec<String>,
+    /// Regression: each text's numeric target (then `classes` holds the
+    /// target's name alone and every label is 0); empty for classes.
+    pub targets: Vec<f32>,
 }
 
 impl LabelledTexts {
@@ -108,10 +111,77 @@ fn read_class_folders(dir: &Path) -> Result<LabelledTexts> {
     Ok(out)
 }
 
+/// A CSV/TSV table of text and a numeric target (regression): the same
+/// layout as for classes; a label that is not a finite number skips its
+/// line (counted, the first named).
+pub fn read_labelled_targets(path: &Path) -> Result<LabelledTexts> {
+    ensure!(
+        !path.is_dir(),
+        "{}: regression reads a CSV/TSV file of text and a number, not class folders",
+        path.display()
+    );
+    let (pairs, mut skipped, name) = table_pairs(path)?;
+    let mut out = LabelledTexts::default();
+    for (n, t, l) in pairs {
+        match l.parse::<f32>() {
+            Ok(y) if y.is_finite() => {
+                out.texts.push(t);
+                out.targets.push(y);
+                out.labels.push(0);
+            }
+            _ => skipped.push(format!("line {n}: the target {l:?} is not a number")),
+        }
+    }
+    ensure!(
+        !out.texts.is_empty(),
+        "{}: no line has a text and a numeric target ({} skipped{})",
+        path.display(),
+        skipped.len(),
+        skipped
+            .first()
+            .map(|s| format!(", the first: {s}"))
+            .unwrap_or_default()
+    );
+    out.skipped = skipped;
+    out.classes = vec![name];
+    Ok(out)
+}
+
 /// A CSV/TSV table: a header naming `text` (or `sentence`) and `label`
 /// columns, or no header and two columns (text, label). Labels are names;
 /// classes are sorted (numbers numerically).
 fn read_table(path: &Path) -> Result<LabelledTexts> {
+    let (pairs, skipped, _) = table_pairs(path)?;
+    let mut out = LabelledTexts {
+        skipped,
+        ..Default::default()
+    };
+    let mut classes: Vec<String> = pairs.iter().map(|p| p.2.clone()).collect();
+    classes.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.total_cmp(&y),
+        _ => a.cmp(b),
+    });
+    classes.dedup();
+    ensure!(
+        classes.len() <= 10_000,
+        "{}: {} distinct labels; is the label column really a class? (a numeric target is \
+         --objective regression)",
+        path.display(),
+        classes.len()
+    );
+    for (_, t, l) in pairs {
+        out.labels
+            .push(classes.iter().position(|c| *c == l).expect("listed") as u32);
+        out.texts.push(t);
+    }
+    out.classes = classes;
+    Ok(out)
+}
+
+/// The (line number, text, label) rows of a CSV/TSV table, the lines
+/// skipped, and the label column's name ("label" without a header).
+#[allow(clippy::type_complexity)]
+fn table_pairs(path: &Path) -> Result<(Vec<(usize, String, String)>, Vec<String>, String)> {
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let text = String::from_utf8_lossy(&bytes);
     let mut lines = text
@@ -144,53 +214,39 @@ fn read_table(path: &Path) -> Result<LabelledTexts> {
             (0, head.len().max(2) - 1, all)
         }
     };
+    let label_name = head
+        .get(label_col)
+        .filter(|_| find(&["text", "sentence", "review"]).is_some())
+        .cloned()
+        .unwrap_or_else(|| "label".into());
     let mut pairs = Vec::new();
-    let mut out = LabelledTexts::default();
+    let mut skipped = Vec::new();
     for (n, line) in rows {
         match split_fields(line, delim) {
             Ok(f) if f.len() > text_col.max(label_col) && !f[text_col].is_empty() => {
-                pairs.push((f[text_col].clone(), f[label_col].clone()))
+                pairs.push((n + 1, f[text_col].clone(), f[label_col].clone()))
             }
-            Ok(f) => out.skipped.push(format!(
+            Ok(f) => skipped.push(format!(
                 "line {}: {} field(s), the text is column {} and the label column {}",
                 n + 1,
                 f.len(),
                 text_col + 1,
                 label_col + 1
             )),
-            Err(e) => out.skipped.push(format!("line {}: {e}", n + 1)),
+            Err(e) => skipped.push(format!("line {}: {e}", n + 1)),
         }
     }
     ensure!(
         !pairs.is_empty(),
         "{}: no line has a text and a label ({} skipped{})",
         path.display(),
-        out.skipped.len(),
-        out.skipped
+        skipped.len(),
+        skipped
             .first()
             .map(|s| format!(", the first: {s}"))
             .unwrap_or_default()
     );
-    let mut classes: Vec<String> = pairs.iter().map(|p| p.1.clone()).collect();
-    classes.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.total_cmp(&y),
-        _ => a.cmp(b),
-    });
-    classes.dedup();
-    ensure!(
-        classes.len() <= 10_000,
-        "{}: {} distinct labels; is the label column ({}) really a class?",
-        path.display(),
-        classes.len(),
-        label_col + 1
-    );
-    for (t, l) in pairs {
-        out.labels
-            .push(classes.iter().position(|c| *c == l).expect("listed") as u32);
-        out.texts.push(t);
-    }
-    out.classes = classes;
-    Ok(out)
+    Ok((pairs, skipped, label_name))
 }
 
 /// Example indices of a fixed stratified split.
@@ -285,6 +341,8 @@ pub struct TextClassification {
     /// Token ids of every example, formatted and cut to `seq`.
     pub ids: Vec<Vec<u32>>,
     pub labels: Vec<u32>,
+    /// Regression targets (empty: classes).
+    pub targets: Vec<f32>,
     pub classes: Vec<String>,
     pub train: Vec<usize>,
     pub val: Vec<usize>,
@@ -356,6 +414,7 @@ impl TextClassification {
             style,
             ids,
             labels: data.labels.clone(),
+            targets: data.targets.clone(),
             classes: data.classes.clone(),
             sampler: EpochSampler::new(seed, train.len(), batch),
             train,
@@ -374,6 +433,7 @@ impl TextClassification {
         let mut ids = vec![self.pad as i32; b * t];
         let mut mask = vec![0i32; b * t];
         let mut labels = vec![-100i32; b];
+        let mut targets = vec![0f32; b];
         let mut at = vec![0i32; b];
         for (r, item) in items.iter().enumerate() {
             let Some(i) = *item else {
@@ -387,11 +447,17 @@ impl TextClassification {
                 mask[r * t + j] = 1;
             }
             labels[r] = self.labels[i] as i32;
+            if let Some(y) = self.targets.get(i) {
+                targets[r] = *y;
+            }
             at[r] = x.len() as i32 - 1;
         }
-        let out = Batch::new()
-            .with_i32("input_ids", &[b, t], ids)
-            .with_i32("labels", &[b], labels);
+        let out = Batch::new().with_i32("input_ids", &[b, t], ids);
+        let out = if self.targets.is_empty() {
+            out.with_i32("labels", &[b], labels)
+        } else {
+            out.with_f32("labels", &[b], targets)
+        };
         match self.style {
             TextStyle::Bert => out.with_i32("attention_mask", &[b, t], mask).with_i32(
                 "token_type_ids",
@@ -402,16 +468,29 @@ impl TextClassification {
         }
     }
 
-    /// A split in order, in batches, the last one padded.
-    pub fn batches_of(&self, split: &[usize], max: usize) -> Vec<Batch> {
+    /// A split in order, in batches, the last one padded: with label −100
+    /// for classes; for regression (a squared error has no ignored label)
+    /// with the split's first examples again, so a padded row's error is a
+    /// real one. Each batch comes with its number of new rows.
+    pub fn batches_counted(&self, split: &[usize], max: usize) -> Vec<(Batch, usize)> {
         split
             .chunks(self.batch)
             .take(max)
             .map(|c| {
                 let mut items: Vec<Option<usize>> = c.iter().map(|&i| Some(i)).collect();
-                items.resize(self.batch, None);
-                self.batch_of(&items)
+                let fill = (0..self.batch - c.len())
+                    .map(|k| (!self.targets.is_empty()).then(|| split[k % split.len()]));
+                items.extend(fill);
+                (self.batch_of(&items), c.len())
             })
+            .collect()
+    }
+
+    /// [`Self::batches_counted`] without the counts.
+    pub fn batches_of(&self, split: &[usize], max: usize) -> Vec<Batch> {
+        self.batches_counted(split, max)
+            .into_iter()
+            .map(|(b, _)| b)
             .collect()
     }
 }
@@ -547,6 +626,7 @@ mod tests {
             labels: vec![0, 1, 1],
             classes: vec!["x".into(), "y".into()],
             skipped: vec![],
+            targets: vec![],
         };
         let s = Splits {
             train: vec![0, 1, 2],

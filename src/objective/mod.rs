@@ -61,6 +61,8 @@ pub enum Report {
     ZeroShot(images::ZeroShotReport),
     /// Test-set mean absolute error in the target's units.
     Regression(Box<molecules::RegressionReport>),
+    /// A text regression's test-set errors.
+    TextRegression(Box<text::TextRegressionReport>),
 }
 
 /// The architecture a run trains (`model.arch`), checked.
@@ -76,7 +78,7 @@ pub fn arch(cfg: &RunConfig) -> Result<&str> {
 /// resumed run (used as it is, never retrained).
 pub fn prepare(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepared> {
     match arch(cfg)? {
-        "gpt2" | "gpt" | "bert" if classify(cfg)? => text::classification(cfg, tok_dir),
+        "gpt2" | "gpt" | "bert" if labelled_text(cfg)? => text::classification(cfg, tok_dir),
         "gpt2" | "gpt" => text::causal_lm(cfg, tok_dir),
         "bert" => text::masked_lm(cfg, tok_dir),
         "vit" if cfg.model.objective.as_deref() == Some("masked-patch") => {
@@ -100,10 +102,20 @@ pub fn classify(cfg: &RunConfig) -> Result<bool> {
         None | Some("lm") => Ok(false),
         Some("classify") => Ok(true),
         Some(other) => bail!(
-            "--objective {other:?} for {}: expected classify (labelled text) or nothing              (language modelling)",
+            "--objective {other:?} for {}: expected classify (labelled text), regression (a \
+             numeric target per text) or nothing (language modelling)",
             cfg.model.arch
         ),
     }
+}
+
+/// Whether a text model's run learns from labelled text: `classify`, or
+/// `regression` (a numeric target per text).
+pub fn labelled_text(cfg: &RunConfig) -> Result<bool> {
+    if cfg.model.objective.as_deref() == Some("regression") {
+        return Ok(true);
+    }
+    classify(cfg)
 }
 
 /// Where a fine-tuning run's tokenizer is: a Kiln run or checkpoint's
@@ -184,7 +196,13 @@ pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
         gc.hidden_size = m.n_embd;
         gc.num_layers = m.n_layer;
     }
-    crate::model::for_run(arch(cfg)?, &d)
+    let m = crate::model::for_run(arch(cfg)?, &d)?;
+    if matches!(arch(cfg)?, "gpt2" | "gpt" | "bert") && labelled_text(cfg)? {
+        // A text classifier from scratch: the configured transformer with
+        // the head the data asks for.
+        return crate::model::finetune::for_finetune(&m.config_json(), &d, cfg.train.seq);
+    }
+    Ok(m)
 }
 
 /// Where Fashion-MNIST is, when no `--data` says: `$KILN_DATA_DIR/images/

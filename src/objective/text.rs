@@ -238,7 +238,12 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
              subfolders of text files, or a CSV/TSV file of text and label"
         )
     })?;
-    let data = read_labelled_texts(path)?;
+    let regression = cfg.model.objective.as_deref() == Some("regression");
+    let data = if regression {
+        crate::data::labelled_text::read_labelled_targets(path)?
+    } else {
+        read_labelled_texts(path)?
+    };
     let fingerprint = DataFingerprint::of(&data.texts.join("\n"));
     let tok = match tok_dir {
         Some(dir) => load_tokenizer(dir).with_context(|| {
@@ -266,7 +271,18 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
         _ => TextStyle::Gpt,
     };
     let counts = data.class_counts(&train);
-    let mut notes = vec![format!(
+    let mut notes = vec![if regression {
+        format!(
+            "regression of {:?}: {} training texts of {} available, {} validation, {} test (a \
+             fixed split)",
+            data.classes[0],
+            train.len(),
+            splits.train.len(),
+            splits.val.len(),
+            splits.test.len()
+        )
+    } else {
+        format!(
         "{} classes ({}); {} training texts ({} to {} per class) of {} available, {} validation, \
          {} test (a fixed split)",
         data.classes.len(),
@@ -277,7 +293,8 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
         splits.train.len(),
         splits.val.len(),
         splits.test.len()
-    )];
+    )
+    }];
     if !data.skipped.is_empty() {
         notes.push(format!(
             "skipped {} input(s); the first: {}",
@@ -303,9 +320,24 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
             t.seq
         ));
     }
-    let report = super::images::ClassReport {
-        batches: source.batches_of(&source.test, usize::MAX),
-        classes: data.classes.clone(),
+    let report = if regression {
+        let train_mean = source
+            .train
+            .iter()
+            .map(|&i| data.targets[i] as f64)
+            .sum::<f64>()
+            / source.train.len() as f64;
+        Report::TextRegression(Box::new(TextRegressionReport {
+            batches: source.batches_counted(&source.test, usize::MAX),
+            targets: source.test.iter().map(|&i| data.targets[i]).collect(),
+            train_mean,
+            name: data.classes[0].clone(),
+        }))
+    } else {
+        Report::Classes(super::images::ClassReport {
+            batches: source.batches_of(&source.test, usize::MAX),
+            classes: data.classes.clone(),
+        })
     };
     Ok(Prepared {
         dims: ModelDims {
@@ -321,6 +353,82 @@ pub fn classification(cfg: &RunConfig, tok_dir: Option<&Path>) -> Result<Prepare
         prompt: Vec::new(),
         files: Vec::new(),
         notes,
-        report: Report::Classes(report),
+        report,
+    })
+}
+
+/// The test set of a text regression: batches with their number of new
+/// rows, the targets in order, the training mean (the baseline).
+pub struct TextRegressionReport {
+    pub batches: Vec<(crate::data::Batch, usize)>,
+    pub targets: Vec<f32>,
+    pub train_mean: f64,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TextRegressionResult {
+    pub mae: f64,
+    pub rmse: f64,
+    /// Always predicting the training mean.
+    pub baseline_mae: f64,
+    pub texts: usize,
+    pub name: String,
+}
+
+impl TextRegressionResult {
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: test MAE {:.4}, RMSE {:.4} on {} texts (mean predictor MAE {:.4})",
+            self.name, self.mae, self.rmse, self.texts, self.baseline_mae
+        )
+    }
+}
+
+/// The model's test-set errors against the targets.
+pub async fn regression_report(
+    gpu: &crate::runtime::Gpu,
+    model: std::sync::Arc<dyn crate::model::Model>,
+    params: &crate::graph::exec::TensorMap,
+    r: &TextRegressionReport,
+    attention: crate::graph::AttentionImpl,
+) -> Result<TextRegressionResult> {
+    anyhow::ensure!(!r.batches.is_empty(), "no test texts");
+    let strip = |b: &crate::data::Batch| {
+        let mut b = b.clone();
+        b.remove("labels");
+        b
+    };
+    let inf = crate::train::infer::Inference::new(
+        gpu,
+        model,
+        &strip(&r.batches[0].0),
+        params,
+        &["logits"],
+        attention,
+    )?;
+    let mut pred = Vec::with_capacity(r.targets.len());
+    for (b, n) in &r.batches {
+        let out = inf.run(&strip(b)).await?;
+        pred.extend(out["logits"].1.iter().take(*n).map(|&x| x as f64));
+    }
+    let n = pred.len().min(r.targets.len()).max(1);
+    let err = |p: &dyn Fn(usize) -> f64| -> (f64, f64) {
+        let (mut a, mut s) = (0.0, 0.0);
+        for (i, &y) in r.targets.iter().enumerate().take(n) {
+            let e = p(i) - y as f64;
+            a += e.abs();
+            s += e * e;
+        }
+        (a / n as f64, (s / n as f64).sqrt())
+    };
+    let (mae, rmse) = err(&|i| pred[i]);
+    let (baseline_mae, _) = err(&|_| r.train_mean);
+    Ok(TextRegressionResult {
+        mae,
+        rmse,
+        baseline_mae,
+        texts: n,
+        name: r.name.clone(),
     })
 }

@@ -566,6 +566,19 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
                 results.insert("test_mae".into(), json!(res.mae));
                 results.insert("test".into(), serde_json::to_value(&res)?);
             }
+            (Report::TextRegression(r), _) => {
+                let res = pollster::block_on(objective::text::regression_report(
+                    gpu,
+                    model.clone(),
+                    &session.trainer.params,
+                    r,
+                    attention,
+                ))?;
+                sample_title = "test set";
+                sample = res.summary();
+                results.insert("test_mae".into(), json!(res.mae));
+                results.insert("test".into(), serde_json::to_value(&res)?);
+            }
             (Report::ZeroShot(r), _) => {
                 let res = pollster::block_on(objective::images::zero_shot(
                     gpu,

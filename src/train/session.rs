@@ -162,7 +162,10 @@ impl Session {
     /// What `tokens_per_step` counts, for progress lines: tokens, images
     /// or image–text pairs.
     pub fn item_unit(&self) -> &'static str {
-        let classify = self.cfg.model.objective.as_deref() == Some("classify");
+        let classify = matches!(
+            self.cfg.model.objective.as_deref(),
+            Some("classify" | "regression")
+        );
         match self.cfg.model.arch.as_str() {
             "vit" => "images",
             "clip" if classify => "images",

@@ -199,6 +199,7 @@ impl RunConfig {
             ensure!(
                 arch == "gin"
                     || (matches!(arch, "gpt2" | "gpt" | "bert" | "clip") && o == "classify")
+                    || (matches!(arch, "gpt2" | "gpt" | "bert") && o == "regression")
                     || (arch == "vit" && o == "masked-patch"),
                 "--objective {o} (model.objective) chooses a graph model's task (attr-mask, \
                  regression), a text model's (classify: labelled text) or a ViT's (masked-patch); {arch} has no objective \
