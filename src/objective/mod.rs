@@ -162,7 +162,8 @@ pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
             };
             ensure!(
                 ty == want,
-                "--init-from {}: the checkpoint is a {ty} model and this run trains {want}                  (`kiln finetune` takes the architecture from the checkpoint)",
+                "--init-from {}: the checkpoint is a {ty} model and this run trains {want} \
+                 (`kiln finetune` takes the architecture from the checkpoint)",
                 src.display()
             );
             return crate::model::finetune::for_finetune(&pre, &data.dims, cfg.train.seq)
