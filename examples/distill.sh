@@ -4,8 +4,8 @@
 # (`kiln train`'s built-in default: 2 layers × 64 dims, 300 steps on the
 # built-in corpus), against the same student trained alone: validation loss
 # after the same 300 steps, three seeds. Loss of the distilled student:
-# (1 − α)·CE + α·τ²·KL(teacher ‖ student) at α 0.5, τ 2; the teacher runs
-# forward-only inside each step. Minutes on lavapipe.
+# (1 − α)·CE + α·τ²·KL(teacher ‖ student) at α 0.5 and τ 1 or 2 (TAUS); the
+# teacher runs forward-only inside each step. About 15 minutes on lavapipe.
 #
 #   cargo build --release && examples/distill.sh
 set -euo pipefail
@@ -14,13 +14,16 @@ KILN=${KILN:-target/release/kiln}
 OUT=${OUT:-runs/distill}
 SEEDS=${SEEDS:-"1 2 3"}
 STEPS=${STEPS:-300}
+TAUS=${TAUS:-"1 2"}
 mkdir -p "$OUT/runs"
 [ -f "$OUT/teacher/results.json" ] || "$KILN" train --out "$OUT/teacher" --overwrite --sample-tokens 0
 for s in $SEEDS; do
-  run="$OUT/runs/distilled-$STEPS-$s"
-  [ -f "$run/results.json" ] ||
-    "$KILN" distill --teacher "$OUT/teacher" --alpha 0.5 --tau 2 --steps "$STEPS" --seed "$s" \
-      --sample-tokens 0 --out "$run" --overwrite | grep -E "validation loss" || true
+  for tau in $TAUS; do
+    run="$OUT/runs/distilled_tau$tau-$STEPS-$s"
+    [ -f "$run/results.json" ] ||
+      "$KILN" distill --teacher "$OUT/teacher" --alpha 0.5 --tau "$tau" --steps "$STEPS" \
+        --seed "$s" --sample-tokens 0 --out "$run" --overwrite | grep -E "validation loss" || true
+  done
   run="$OUT/runs/alone-$STEPS-$s"
   [ -f "$run/results.json" ] ||
     "$KILN" train --layers 1 --heads 2 --embd 32 --steps "$STEPS" --seed "$s" --sample-tokens 0 \
@@ -28,3 +31,5 @@ for s in $SEEDS; do
 done
 cargo run --release --quiet --example transfer_table -- "$OUT/runs" final_val_loss \
   "student validation loss (nats/byte)" steps
+cargo run --release --quiet --example val_curves -- "$OUT/runs" "$OUT/curves.svg" \
+  "student validation loss (nats/byte)" "$OUT/teacher"
