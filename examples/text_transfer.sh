@@ -75,3 +75,5 @@ done
 
 # 3. Mean ± std over seeds.
 cargo run --release --quiet --example transfer_table -- "$OUT/ft" test_accuracy "test accuracy" per-class
+cargo run --release --quiet --example val_curves -- "$OUT/ft" "$OUT/val-accuracy.svg" \
+  "validation accuracy" - val_accuracy
