@@ -1,7 +1,9 @@
 //! Knowledge distillation (Hinton et al., 2015): a student learns from a
 //! teacher's softened predictions. The student's training loss is
 //!
-//!     (1 − α)·CE(student, labels) + α·τ²·KL(softmax(t/τ) ‖ softmax(s/τ))
+//! ```text
+//! (1 − α)·CE(student, labels) + α·τ²·KL(softmax(t/τ) ‖ softmax(s/τ))
+//! ```
 //!
 //! with the teacher's logits `t` given as the input `teacher_logits`
 //! (the trainer runs the frozen teacher forward-only in the same step and
