@@ -38,7 +38,7 @@ ft() {
   local out=$1
   shift
   [ -f "$out/results.json" ] && return 0
-  "$KILN" finetune "$@" --steps "$FT_STEPS" --batch 32 --lr 1e-3 --min-lr 1e-4 --warmup 20 \
+  "$KILN" finetune "$@" --steps "$FT_STEPS" --batch 32 --lr "${LR:-1e-3}" --min-lr "${MIN_LR:-1e-4}" --warmup 20 \
     --eval-every 0 --eval-batches 8 --out "$out" --overwrite | grep -E "^test accuracy" || true
 }
 
@@ -49,6 +49,9 @@ for s in $SEEDS; do
   ft "$OUT/ft/masked-patch-0.01-$s" --from "$OUT/pre-mim" --label-fraction 0.01 --seed "$s"
   ft "$OUT/ft/clip_probe-0.01-$s" --from "$OUT/pre-clip" --linear-probe --label-fraction 0.01 --seed "$s"
   ft "$OUT/ft/clip_finetune-0.01-$s" --from "$OUT/pre-clip" --label-fraction 0.01 --seed "$s"
+  # A probe trains one linear layer: it takes a larger rate (the same steps).
+  LR=1e-2 MIN_LR=1e-3 ft "$OUT/ft/clip_probe_lr1e-2-0.01-$s" --from "$OUT/pre-clip" \
+    --linear-probe --label-fraction 0.01 --seed "$s"
 done
 for s in $SEEDS; do
   for row in scratch supervised_5_classes; do
