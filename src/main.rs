@@ -464,7 +464,7 @@ fn print_summary(s: &kiln::train::run::RunSummary) {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    train_with(a, None, |_, _| Ok(()))
+    train_with_gpu(open_gpu()?, a, None, |_, _| Ok(()))
 }
 
 /// `kiln finetune`: the checkpoint's architecture with a task head for the
@@ -640,14 +640,6 @@ type Given = std::collections::BTreeSet<String>;
 
 /// `kiln train` with `base` as the default config (when no --config) and
 /// `extra` applied after the flags.
-fn train_with(
-    a: TrainArgs,
-    base: Option<RunConfig>,
-    extra: impl FnOnce(&mut RunConfig, &mut Given) -> Result<()>,
-) -> Result<()> {
-    train_with_gpu(open_gpu()?, a, base, extra)
-}
-
 fn train_with_gpu(
     gpu: kiln::runtime::Gpu,
     a: TrainArgs,

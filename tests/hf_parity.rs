@@ -92,9 +92,7 @@ fn distilled(
 ) -> (Arc<dyn Model>, Arc<TeacherSpec>, Batch) {
     let f = |k: &str| r.meta[k].parse::<f32>().unwrap();
     let (teacher, tparams) = load_model(&dir.join("teacher")).unwrap();
-    let vocab = 37;
-    let model: Arc<dyn Model> =
-        Arc::new(Distilled::new(student, f("alpha"), f("tau"), vocab).unwrap());
+    let model: Arc<dyn Model> = Arc::new(Distilled::new(student, f("alpha"), f("tau")).unwrap());
     let tmap = kiln::model::upload_params(
         gpu(),
         &kiln::model::param_shapes(teacher.as_ref()).unwrap(),

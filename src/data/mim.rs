@@ -60,8 +60,19 @@ impl MaskedPatches {
 
 impl DataSource for MaskedPatches {
     fn layout(&self) -> Vec<InputSpec> {
-        self.with_mask(self.images.train_batch(0).expect("a batch"), 0, 0)
+        let mut l: Vec<InputSpec> = self
+            .images
             .layout()
+            .into_iter()
+            .filter(|s| s.name != "labels")
+            .collect();
+        l.push(InputSpec::new(
+            "bool_masked_pos",
+            &[self.images.batch, self.patches],
+            crate::runtime::DType::I32,
+        ));
+        l.sort_by(|a, b| a.name.cmp(&b.name));
+        l
     }
 
     fn train_batch(&self, index: u64) -> Result<Batch> {

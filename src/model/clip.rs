@@ -518,9 +518,7 @@ impl Model for Clip {
             }
         }
         if let Ok(px) = batch.f32("pixel_values") {
-            if let Some(i) = px.iter().position(|x| !x.is_finite()) {
-                bail!("pixel_values[{i}] is not finite");
-            }
+            super::check_pixels(px)?;
         }
         Ok(())
     }
@@ -540,13 +538,6 @@ pub struct ClipImageClassifier {
 pub const IMAGE_CLS: &str = "CLIPForImageClassification";
 
 impl ClipImageClassifier {
-    pub fn new(cfg: ClipConfig, head: ClassHead) -> Result<Self> {
-        Ok(Self {
-            clip: Clip::new(cfg)?,
-            head,
-        })
-    }
-
     pub fn from_config_json(v: &serde_json::Value) -> Result<Self> {
         let clip = Clip::from_config_json(v)?;
         let head = ClassHead::from_config(v)?.ok_or_else(|| {
@@ -624,10 +615,7 @@ impl Model for ClipImageClassifier {
     }
 
     fn prepare_batch(&self, batch: &mut Batch) -> Result<()> {
-        let px = batch.f32("pixel_values")?;
-        if let Some(i) = px.iter().position(|x| !x.is_finite()) {
-            bail!("pixel_values[{i}] is not finite");
-        }
+        super::check_pixels(batch.f32("pixel_values")?)?;
         let b = batch
             .get("pixel_values")
             .map(|t| t.shape.first().copied().unwrap_or(0))

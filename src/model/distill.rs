@@ -32,12 +32,10 @@ pub struct Distilled {
     pub alpha: f32,
     /// Softmax temperature of both distributions in the soft term.
     pub tau: f32,
-    /// Classes of the logits (the vocabulary for a language model).
-    pub classes: usize,
 }
 
 impl Distilled {
-    pub fn new(student: Arc<dyn Model>, alpha: f32, tau: f32, classes: usize) -> Result<Self> {
+    pub fn new(student: Arc<dyn Model>, alpha: f32, tau: f32) -> Result<Self> {
         ensure!(
             (0.0..=1.0).contains(&alpha),
             "--alpha {alpha}: the weight of the teacher's term must be in [0, 1]"
@@ -50,27 +48,17 @@ impl Distilled {
             student,
             alpha,
             tau,
-            classes,
         })
     }
 }
 
-/// The shape of `model`'s logits for inputs `specs` (a forward graph built
-/// and dropped).
+/// The shape of `model`'s logits for inputs `specs`.
 pub fn logits_shape(model: &dyn Model, specs: &[InputSpec]) -> Result<Vec<usize>> {
-    let mut g = Graph::new(crate::graph::GraphOptions {
-        attention: crate::graph::AttentionImpl::Unfused,
-        dropout: false,
-    });
-    let inputs: BTreeMap<String, TensorId> = specs
-        .iter()
-        .map(|s| (s.name.clone(), g.input(&s.name, &s.shape, s.dtype)))
-        .collect();
-    let out = model.forward(&mut g, &inputs)?;
+    let (g, out) = super::declare(model, specs)?;
     let l = out
         .tensors
         .get("logits")
-        .ok_or_else(|| anyhow!("the student has no logits"))?;
+        .ok_or_else(|| anyhow!("{} has no logits", model.architecture()))?;
     Ok(g.shape(*l).to_vec())
 }
 
@@ -95,10 +83,11 @@ impl Model for Distilled {
     fn input_specs(&self, d: Dims) -> Vec<InputSpec> {
         let mut s = self.student.input_specs(d);
         // The teacher's logits have the student's logits' shape ([B, T, V]
-        // for a language model, [B, classes] for a classifier).
-        let shape = logits_shape(self.student.as_ref(), &s)
-            .unwrap_or_else(|_| vec![d.batch, d.seq, self.classes]);
-        s.push(InputSpec::new(TEACHER_LOGITS, &shape, DType::F32));
+        // for a language model, [B, classes] for a classifier); a student
+        // without logits gets none (its forward says so).
+        if let Ok(shape) = logits_shape(self.student.as_ref(), &s) {
+            s.push(InputSpec::new(TEACHER_LOGITS, &shape, DType::F32));
+        }
         s
     }
 

@@ -110,7 +110,6 @@ pub fn for_finetune(pre: &serde_json::Value, d: &ModelDims, seq: usize) -> Resul
             Ok(Arc::new(gin::Gin::new(c)?))
         }
         "clip" => {
-            // The image tower with a classifier (CLIPForImageClassification).
             let im = d.image.ok_or_else(|| {
                 anyhow!("CLIP's image tower fine-tunes on images; the data has none")
             })?;
@@ -121,6 +120,13 @@ pub fn for_finetune(pre: &serde_json::Value, d: &ModelDims, seq: usize) -> Resul
                 }
             }
             let clip = super::clip::Clip::from_config_json(&v)?;
+            if d.labels.is_empty() {
+                // No labels: more contrastive pretraining from the checkpoint.
+                vocab(clip.cfg.text_config.vocab_size)?;
+                context(clip.cfg.text_config.max_position_embeddings)?;
+                return Ok(Arc::new(clip));
+            }
+            // The image tower with a classifier (CLIPForImageClassification).
             let vc = &clip.cfg.vision_config;
             ensure!(
                 vc.image_size == im.size && vc.num_channels == im.channels,

@@ -131,9 +131,10 @@ impl ClassHead {
                 g.dtype(labels) == DType::I32,
                 "a classification head takes i32 class ids as labels"
             );
+            let loss = g.cross_entropy(logits, labels, -100)?;
             out.metrics
                 .push(("accuracy".into(), g.accuracy(logits, labels, -100)?));
-            g.cross_entropy(logits, labels, -100)?
+            loss
         };
         out.losses.push(("loss".into(), loss, 1.0));
         out.tensors.insert("loss".into(), loss);

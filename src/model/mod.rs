@@ -146,6 +146,14 @@ pub trait Model: Debug + Send + Sync {
     }
 }
 
+/// Refuses NaN or infinite `pixel_values`, naming the first.
+pub(crate) fn check_pixels(px: &[f32]) -> Result<()> {
+    if let Some(i) = px.iter().position(|x| !x.is_finite()) {
+        bail!("pixel_values[{i}] is not finite");
+    }
+    Ok(())
+}
+
 /// Whether `config.json`'s `architectures` list names `class`.
 pub fn names_architecture(v: &serde_json::Value, class: &str) -> bool {
     v.get("architectures")
@@ -461,20 +469,27 @@ pub fn build(model: &dyn Model, layout: &[InputSpec], o: &BuildOptions) -> Resul
 /// in declaration order, from a graph built at the smallest dimensions.
 pub fn param_specs(model: &dyn Model) -> Result<Vec<(ParamInfo, Vec<usize>)>> {
     let layout = model.input_specs(Dims { batch: 1, seq: 1 });
+    let (g, _) = declare(model, &layout)?;
+    Ok(g.params
+        .iter()
+        .map(|p| (p.clone(), g.shape(p.id).to_vec()))
+        .collect())
+}
+
+/// `model`'s forward computation on inputs `layout`, declared and not
+/// lowered: its parameters, and its outputs' shapes.
+pub fn declare(model: &dyn Model, layout: &[InputSpec]) -> Result<(Graph, Outputs)> {
     // Declaration only: the unfused attention has no kernel size limits.
     let mut g = Graph::new(GraphOptions {
         attention: AttentionImpl::Unfused,
         dropout: false,
     });
     let mut inputs = BTreeMap::new();
-    for s in &layout {
+    for s in layout {
         inputs.insert(s.name.clone(), g.input(&s.name, &s.shape, s.dtype));
     }
-    model.forward(&mut g, &inputs)?;
-    Ok(g.params
-        .iter()
-        .map(|p| (p.clone(), g.shape(p.id).to_vec()))
-        .collect())
+    let out = model.forward(&mut g, &inputs)?;
+    Ok((g, out))
 }
 
 /// (name, shape) of every parameter, in declaration order.

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+use super::heads::ClassHead;
 use super::transformer::{encoder, LayerNames, LayerSpec, Norm};
 use super::vb::{LayerNorm, Linear, Vb};
 use super::{Dims, Model, Outputs};
@@ -213,6 +214,11 @@ impl Vit {
             cfg.mask_ratio
         );
         Ok(Self { cfg, mim: true })
+    }
+
+    /// The classifier's labels and loss (one label: regression).
+    fn class_head(&self) -> Result<ClassHead> {
+        ClassHead::new(self.cfg.labels())
     }
 
     /// Patches masked per image.
@@ -480,35 +486,12 @@ impl Model for Vit {
             Init::Normal(c.initializer_range),
         )?;
         let logits = head.forward(g, cls)?;
-        g.rename(logits, "logits");
-        let mut out = Outputs::default();
-        out.tensors.insert("logits".into(), logits);
-        if let Some(&labels) = inputs.get("labels") {
-            ensure!(
-                g.shape(labels) == [b],
-                "labels must be [B] = [{b}], is {:?}",
-                g.shape(labels)
-            );
-            let loss = if c.num_labels() == 1 {
-                let y = g.reshape(labels, &[b, 1])?;
-                g.mse_loss(logits, y)?
-            } else {
-                let loss = g.cross_entropy(logits, labels, -100)?;
-                out.metrics
-                    .push(("accuracy".into(), g.accuracy(logits, labels, -100)?));
-                loss
-            };
-            out.losses.push(("loss".into(), loss, 1.0));
-            out.tensors.insert("loss".into(), loss);
-        }
-        Ok(out)
+        self.class_head()?
+            .outputs(g, logits, inputs.get("labels").copied())
     }
 
     fn prepare_batch(&self, batch: &mut Batch) -> Result<()> {
-        let px = batch.f32("pixel_values")?;
-        if let Some(i) = px.iter().position(|x| !x.is_finite()) {
-            bail!("pixel_values[{i}] is not finite");
-        }
+        super::check_pixels(batch.f32("pixel_values")?)?;
         if self.mim {
             // bool_masked_pos → the (1 − m, m) weights the graph mixes with.
             let n = self.cfg.num_patches();
@@ -539,18 +522,6 @@ impl Model for Vit {
             batch.insert(NamedTensor::f32("patch_fill", vec![b, n, 1], fill));
             return Ok(());
         }
-        let n = self.cfg.num_labels() as i32;
-        if n > 1 {
-            if let Ok(l) = batch.i32("labels") {
-                if let Some((i, bad)) = l
-                    .iter()
-                    .enumerate()
-                    .find(|(_, x)| !((0..n).contains(*x) || **x == -100))
-                {
-                    bail!("labels[{i}] = {bad} is not a class id in [0, {n})");
-                }
-            }
-        }
-        Ok(())
+        self.class_head()?.check_labels(batch)
     }
 }

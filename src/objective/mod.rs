@@ -138,37 +138,25 @@ pub fn checkpoint_tokenizer(src: &Path) -> Result<Option<PathBuf>> {
 /// the data asks for; otherwise the sizes of `[model]`.
 pub fn build_model(cfg: &RunConfig, data: &Prepared) -> Result<Arc<dyn Model>> {
     if let Some(src) = &cfg.train.init_from {
-        if cfg.model.arch != "clip" || classify(cfg)? {
-            let dir = crate::io::ckpt_store::resolve(src)
-                .with_context(|| format!("--init-from {}", src.display()))?;
-            let path = dir.join(crate::train::checkpoint::CONFIG_FILE);
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "--init-from {}: cannot read {}",
-                    src.display(),
-                    path.display()
-                )
-            })?;
-            let pre: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            let ty = pre
-                .get("model_type")
-                .and_then(|t| t.as_str())
-                .unwrap_or("gpt2");
-            let want = if cfg.model.arch == "gpt" {
-                "gpt2"
-            } else {
-                cfg.model.arch.as_str()
-            };
-            ensure!(
-                ty == want,
-                "--init-from {}: the checkpoint is a {ty} model and this run trains {want} \
-                 (`kiln finetune` takes the architecture from the checkpoint)",
-                src.display()
-            );
-            return crate::model::finetune::for_finetune(&pre, &data.dims, cfg.train.seq)
-                .with_context(|| format!("fine-tuning {}", src.display()));
-        }
+        let dir = crate::io::ckpt_store::resolve(src)
+            .with_context(|| format!("--init-from {}", src.display()))?;
+        let pre = crate::train::checkpoint::load_model_config(&dir)
+            .with_context(|| format!("--init-from {}", src.display()))?
+            .config_json();
+        let ty = pre["model_type"].as_str().unwrap_or("gpt2");
+        let want = if cfg.model.arch == "gpt" {
+            "gpt2"
+        } else {
+            cfg.model.arch.as_str()
+        };
+        ensure!(
+            ty == want,
+            "--init-from {}: the checkpoint is a {ty} model and this run trains {want} \
+             (`kiln finetune` takes the architecture from the checkpoint)",
+            src.display()
+        );
+        return crate::model::finetune::for_finetune(&pre, &data.dims, cfg.train.seq)
+            .with_context(|| format!("fine-tuning {}", src.display()));
     }
     let m = &cfg.model;
     if arch(cfg)? == "vit" && m.objective.as_deref() == Some("masked-patch") {

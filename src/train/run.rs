@@ -148,11 +148,9 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
         );
         tok_dir = objective::checkpoint_tokenizer(t)?;
     }
-    // A fine-tuned text model reads its data with the checkpoint's tokenizer.
+    // A fine-tuned model reads its data with the checkpoint's tokenizer.
     if let (None, Some(src)) = (&from, &cfg.train.init_from) {
-        if objective::arch(&cfg)? != "clip" {
-            tok_dir = objective::checkpoint_tokenizer(src)?;
-        }
+        tok_dir = objective::checkpoint_tokenizer(src)?;
     }
     let data = objective::prepare(&cfg, tok_dir.as_deref())?;
     let (model, init) = match &from {
@@ -192,7 +190,7 @@ pub fn run_training(gpu: &Gpu, cfg: &RunConfig, opts: &RunOptions) -> Result<Run
             }
             let d = &cfg.distill;
             let student: Arc<dyn crate::model::Model> = Arc::new(
-                crate::model::distill::Distilled::new(model, d.alpha, d.tau, data.dims.vocab_size)?,
+                crate::model::distill::Distilled::new(model, d.alpha, d.tau)?,
             );
             if !opts.quiet {
                 println!(

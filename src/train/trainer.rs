@@ -48,8 +48,57 @@ struct Teacher {
     exec: Executor,
     inputs: Vec<(usize, Tensor)>,
     logits: Tensor,
-    /// The student graph's `teacher_logits` input.
-    target: Tensor,
+}
+
+impl Teacher {
+    /// The forward graph of `spec` on the inputs of `layout` it takes (never
+    /// labels: it computes no loss), its parameters uploaded once.
+    fn new(
+        gpu: &Gpu,
+        spec: &TeacherSpec,
+        layout: &[InputSpec],
+        attention: AttentionImpl,
+    ) -> Result<Self> {
+        let takes: Vec<String> = spec
+            .model
+            .input_specs(model::Dims { batch: 1, seq: 1 })
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| !matches!(n.as_str(), "labels" | "targets"))
+            .collect();
+        let used: Vec<(usize, InputSpec)> = layout
+            .iter()
+            .cloned()
+            .enumerate()
+            .filter(|(_, s)| takes.contains(&s.name))
+            .collect();
+        let tl: Vec<InputSpec> = used.iter().map(|(_, s)| s.clone()).collect();
+        let built = model::build(
+            spec.model.as_ref(),
+            &tl,
+            &BuildOptions {
+                keep: vec!["logits".into()],
+                attention,
+                ..Default::default()
+            },
+        )
+        .context("building the teacher's forward graph")?;
+        let logits = built.output("logits")?;
+        let shapes = model::param_shapes(spec.model.as_ref())?;
+        let params = model::upload_params(gpu, &shapes, &spec.params)?;
+        let exec = Executor::new(gpu, built.graph, &params)
+            .context("building the teacher's forward graph")?;
+        let inputs = used
+            .iter()
+            .map(|(k, s)| Ok((*k, exec.named(&s.name)?.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let logits = exec.tensor(logits).expect("kept").clone();
+        Ok(Self {
+            exec,
+            inputs,
+            logits,
+        })
+    }
 }
 
 impl Default for TrainerOptions {
@@ -89,7 +138,8 @@ pub struct Trainer {
     /// Optimizer steps completed.
     pub step: u64,
     eval: Option<Evaluator>,
-    teacher: Option<Teacher>,
+    /// The teacher and the student graph's `teacher_logits` input.
+    teacher: Option<(Teacher, Tensor)>,
 }
 
 /// Loss and gradient norm of one step, once read back.
@@ -194,43 +244,17 @@ impl Trainer {
         let layout = layout.as_slice();
         let shapes = model::param_shapes(model.as_ref())?;
         let params = model::upload_params(gpu, &shapes, init)?;
-        // The teacher's forward graph on the same batch layout (the inputs
-        // it takes; never labels, so it computes no loss).
-        let teacher_built = match &options.teacher {
+        // The teacher's forward graph on the same batch layout; the student
+        // takes its logits as one more input.
+        let teacher = match &options.teacher {
             None => None,
-            Some(t) => {
-                let wanted: Vec<String> = t
-                    .model
-                    .input_specs(model::Dims { batch: 1, seq: 1 })
-                    .into_iter()
-                    .map(|s| s.name)
-                    .filter(|n| !matches!(n.as_str(), "labels" | "targets"))
-                    .collect();
-                let tl: Vec<InputSpec> = layout
-                    .iter()
-                    .filter(|s| wanted.contains(&s.name))
-                    .cloned()
-                    .collect();
-                let built = model::build(
-                    t.model.as_ref(),
-                    &tl,
-                    &BuildOptions {
-                        keep: vec!["logits".into()],
-                        attention: options.attention,
-                        ..Default::default()
-                    },
-                )
-                .context("building the teacher's forward graph")?;
-                let logits = built.output("logits")?;
-                let shape = built.graph.shape(logits).to_vec();
-                Some((t.clone(), tl, built, logits, shape))
-            }
+            Some(t) => Some(Teacher::new(gpu, t, layout, options.attention)?),
         };
         let mut student_layout = layout.to_vec();
-        if let Some((_, _, _, _, shape)) = &teacher_built {
+        if let Some(t) = &teacher {
             student_layout.push(InputSpec::new(
                 crate::model::distill::TEACHER_LOGITS,
-                shape,
+                t.logits.shape(),
                 DType::F32,
             ));
         }
@@ -274,30 +298,11 @@ impl Trainer {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        let teacher = match teacher_built {
+        let teacher = match teacher {
             None => None,
-            Some((spec, tl, built, logits, _)) => {
-                let tshapes = model::param_shapes(spec.model.as_ref())?;
-                let tparams = model::upload_params(gpu, &tshapes, &spec.params)?;
-                let texec = Executor::new(gpu, built.graph, &tparams)
-                    .context("building the teacher's forward graph")?;
-                let inputs = tl
-                    .iter()
-                    .map(|s| {
-                        let k = layout
-                            .iter()
-                            .position(|l| l.name == s.name)
-                            .expect("from layout");
-                        Ok((k, texec.named(&s.name)?.clone()))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let logits = texec.tensor(logits).expect("kept").clone();
-                Some(Teacher {
-                    target: exec.named(crate::model::distill::TEACHER_LOGITS)?.clone(),
-                    exec: texec,
-                    inputs,
-                    logits,
-                })
+            Some(t) => {
+                let target = exec.named(crate::model::distill::TEACHER_LOGITS)?.clone();
+                Some((t, target))
             }
         };
         let per = losses.len() + metrics.len();
@@ -428,12 +433,12 @@ impl Trainer {
             for (stage, input) in staged {
                 copy_whole(&mut enc, stage, input);
             }
-            if let Some(t) = &self.teacher {
+            if let Some((t, target)) = &self.teacher {
                 for (k, input) in &t.inputs {
                     copy_whole(&mut enc, &staged[*k].0, input);
                 }
                 t.exec.encode(&mut enc);
-                copy_whole(&mut enc, &t.logits, &t.target);
+                copy_whole(&mut enc, &t.logits, target);
             }
             self.exec.encode(&mut enc);
             let scalars = self.losses.iter().map(|(l, _)| *l);
