@@ -202,6 +202,27 @@ fn every_variant_on_awkward_shapes() {
     }
 }
 
+/// The autotuner may pick any variant per shape, so every variant must give
+/// the very same bits: each sums its products with one fma per k in
+/// increasing k from zero, and rows or steps of K past the matrix only add
+/// exact zeros. (Shapes and layouts as in the test above, so its compiled
+/// pipelines are reused.)
+#[test]
+fn every_variant_gives_the_same_bits() {
+    let mut rng = Rng::new(107);
+    for (m, n, k) in [(36, 44, 20), (33, 65, 17)] {
+        for (ta, tb) in TRANSPOSES {
+            let spec = MatmulSpec::new(m, n, k).trans_a(ta).trans_b(tb).alpha(1.5);
+            let x = case(&spec, &mut rng, true, false);
+            let (want, _) = run_gpu(&spec, Some(MatmulVariant::Naive), &x);
+            for (name, variant) in mm::variants() {
+                let (got, label) = run_gpu(&spec, Some(variant), &x);
+                assert_same_bits(&format!("{name} [{label}] {spec:?}"), &got, &want);
+            }
+        }
+    }
+}
+
 #[test]
 fn batch_beyond_the_grid_limit_is_folded() {
     // 70_000 items > 65_535 workgroups along z: the wrapper folds the batch into y.

@@ -114,7 +114,7 @@ impl MatmulSpec {
 
 /// One implementation of the matmul. Every variant is correct for every
 /// shape; they differ in speed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MatmulVariant {
     /// One thread per output element, 16×16 threads, no data reuse.
     Naive,
@@ -211,29 +211,38 @@ pub fn variants() -> Vec<(String, MatmulVariant)> {
     .collect()
 }
 
-/// The variant [`matmul`] uses for `spec` on this device, from the
+/// The variant [`matmul`] uses for `spec` on this device when the autotuner
+/// has no measured choice for the shape ([`super::matmul_tune`]), from the
 /// measurements in BENCHMARKS.md.
 ///
-/// CPU adapters (lavapipe) get `Direct` with the smallest register tile (a
-/// multiple of 4, at most 16 per side) that covers M and N: 16×16 for large
-/// shapes, 2.2× the best workgroup-memory kernel and 13.7× naive at 512³,
-/// and smaller tiles for skinny shapes so that little work is wasted on rows
-/// or columns past the matrix. GPUs get the workgroup-memory kernel: 128×128×8 tiles with
-/// 8×8 per thread (256 threads) when both M and N reach 128, the classic
-/// SGEMM configuration, 64×64×16 with 4×4 per thread for mid-sized shapes and
+/// CPU adapters (lavapipe) get the workgroup-memory kernel with 64×64×16
+/// tiles and 8×8 per thread for everything but large products, and `Direct`
+/// with the largest register tile for those (M, N and K ≥ 256). At training
+/// shapes the two run at the same speed (the tiled one up to 2× faster at
+/// K ≤ 64), but llvmpipe compiles a `Direct` pipeline for 4–10 s (its 16×16
+/// register tile is 256 unrolled accumulators per lane) against 0.5–0.7 s
+/// for a tiled one, and it compiles at the first dispatch: with `Direct`
+/// everywhere the first training step of the default model took 24 s from a
+/// cold shader cache, with the tiled kernel 4 s. For large products `Direct`
+/// 16×16 is 2× the tiled kernel and its compile pays off; with a transposed
+/// A it is capped at 8×8, as lavapipe (Mesa 22.3) leaks host memory on every
+/// dispatch of the 16-wide transposed-A kernel (2.3 MB each; issue 10's
+/// soak, tests `default_transposed_a_matmul_does_not_grow_host_memory`).
+///
+/// GPUs get the workgroup-memory kernel: 128×128×8 tiles with 8×8 per thread
+/// (256 threads) when both M and N reach 128, the classic SGEMM
+/// configuration, 64×64×16 with 4×4 per thread for mid-sized shapes and
 /// 32×32×8 for small or skinny ones, where bigger tiles would leave most of
 /// the GPU idle. The GPU choice is not yet measured here (no GPU on the
-/// development machine); `cargo bench --bench matmul` on a GPU settles it.
+/// development machine); `kiln bench matmul --variant all` or the
+/// autotuner (`--tune`) settles it per adapter.
 pub fn default_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     if gpu.is_cpu() {
-        // Register tile: the smallest multiple of 4 covering the matrix, at
-        // most 16 — at most 8 with a transposed A: lavapipe (Mesa 22.3) leaks
-        // host memory on every dispatch of the 16-wide transposed-A kernel
-        // (2.3 MB each, so a training run grew by 15 MB a step until it was
-        // killed; tests/reliability's soak numbers, BENCHMARKS.md).
+        if spec.m < 256 || spec.n < 256 || spec.k < 256 {
+            return tiled(64, 64, 16, 8, 8, true);
+        }
         let most = if spec.trans_a { 8 } else { 16 };
-        let side = |x: usize| (x.div_ceil(4) * 4).clamp(4, most) as u32;
-        return direct(side(spec.m), side(spec.n), true);
+        return direct(most, most, true);
     }
     let (m, n) = (spec.m, spec.n);
     if m >= 128 && n >= 128 {
@@ -245,7 +254,15 @@ pub fn default_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
     }
 }
 
-/// `C = alpha·op(A)·op(B) + bias + beta·C` with the default variant for this shape.
+/// The variant [`matmul`] runs for `spec`: the autotuner's measured choice
+/// for this shape on this adapter and driver when it has one (tuning it
+/// first when tuning is on), else [`default_variant`]. Every variant gives
+/// the same bits, so the choice changes speed only.
+pub fn choose_variant(gpu: &Gpu, spec: &MatmulSpec) -> MatmulVariant {
+    super::matmul_tune::choice(gpu, spec).unwrap_or_else(|| default_variant(gpu, spec))
+}
+
+/// `C = alpha·op(A)·op(B) + bias + beta·C` with the variant [`choose_variant`] picks.
 pub fn matmul(
     gpu: &Gpu,
     spec: &MatmulSpec,
@@ -254,7 +271,7 @@ pub fn matmul(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    matmul_with(gpu, spec, default_variant(gpu, spec), a, b, bias, c)
+    matmul_with(gpu, spec, choose_variant(gpu, spec), a, b, bias, c)
 }
 
 #[repr(C)]
@@ -320,7 +337,7 @@ fn check_variant(gpu: &Gpu, v: &MatmulVariant) -> Result<()> {
 /// Whether A and B can be read with 16-byte loads: their contiguous
 /// dimension and (for batches) their batch stride must be multiples of 4.
 /// Tensor offsets are always 256-byte aligned.
-fn vec4_operands(s: &MatmulSpec, wanted: bool) -> (bool, bool) {
+pub(crate) fn vec4_operands(s: &MatmulSpec, wanted: bool) -> (bool, bool) {
     let stride = |x: usize| if s.batch == 1 { 0 } else { x };
     let a_contig = if s.trans_a { s.m } else { s.k };
     let b_contig = if s.trans_b { s.k } else { s.n };

@@ -20,6 +20,7 @@ pub mod l2norm;
 pub mod layernorm;
 pub mod layout;
 pub mod matmul;
+pub mod matmul_tune;
 pub mod mse;
 pub mod pooling;
 pub mod reduce;
