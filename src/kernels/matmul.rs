@@ -99,7 +99,7 @@ impl MatmulSpec {
         2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
     }
     /// Elements each operand must hold at least: `(batch−1)·stride + matrix`.
-    fn needed(&self) -> Option<(usize, usize, usize)> {
+    pub(crate) fn needed(&self) -> Option<(usize, usize, usize)> {
         let need = |stride: usize, rows: usize, cols: usize| {
             let last = (self.batch - 1).checked_mul(stride)?;
             last.checked_add(rows.checked_mul(cols)?)

@@ -270,17 +270,10 @@ mod native {
     /// untimed run, which compiles it), the best of three timings, each of
     /// enough back-to-back runs in one submission to take about 2 ms.
     pub fn time_candidates(gpu: &Gpu, spec: &MatmulSpec) -> Result<Vec<(MatmulVariant, f64)>> {
-        let elems = |batch: usize, stride: usize, size: usize| (batch - 1) * stride + size;
-        let s = spec;
-        let a = gpu.upload_f32(
-            &[elems(s.batch, s.stride_a, s.m * s.k)],
-            &vec![0.5; elems(s.batch, s.stride_a, s.m * s.k)],
-        )?;
-        let b = gpu.upload_f32(
-            &[elems(s.batch, s.stride_b, s.k * s.n)],
-            &vec![0.25; elems(s.batch, s.stride_b, s.k * s.n)],
-        )?;
-        let c = gpu.empty(&[elems(s.batch, s.stride_c, s.m * s.n)], DType::F32)?;
+        let (na, nb, nc) = spec.needed().context("matmul operand sizes overflow")?;
+        let a = gpu.upload_f32(&[na], &vec![0.5; na])?;
+        let b = gpu.upload_f32(&[nb], &vec![0.25; nb])?;
+        let c = gpu.empty(&[nc], DType::F32)?;
         let mut out = Vec::new();
         for v in candidates(gpu, spec) {
             // A variant beyond this adapter's limits is not a candidate.
